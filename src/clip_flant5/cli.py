@@ -1,0 +1,110 @@
+"""The `clip-flant5` command line: thin wrappers over the library, one subcommand per workflow step."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _dtype(name: str):
+    import torch
+
+    return getattr(torch, DTYPES[name])
+
+
+def cmd_tiny_base(args) -> None:
+    from .tiny import make_tiny_base
+
+    out = make_tiny_base(args.out, seed=args.seed)
+    print(f"wrote {out}/vision and {out}/language")
+
+
+def cmd_init_model(args) -> None:
+    from .checkpoint import init_model, save_model
+    from .variants import get_variant
+
+    variant = get_variant(args.variant) if args.variant else None
+    vision = args.vision or (variant and variant.vision)
+    language = args.language or (variant and variant.language)
+    if not vision or not language:
+        raise SystemExit("init-model needs --vision and --language (or a --variant that names both)")
+    projector = args.projector or (variant.projector if variant else "mlp2x_gelu")
+    model = init_model(vision, language, projector_type=projector, seed=args.seed)
+    save_model(model, args.out, tokenizer_dir=language, dtype=_dtype(args.dtype), fmt=args.format)
+    print(f"wrote {args.out}")
+
+
+def cmd_ask(args) -> None:
+    from .checkpoint import load_model
+    from .inference import ask, load_tokenizer
+
+    model = load_model(args.model, dtype=_dtype(args.dtype), device=args.device, vision_tower=args.vision_tower)
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
+    kwargs = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
+    if args.do_sample:
+        kwargs.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
+    print(ask(model, tokenizer, args.image, args.question, style=args.prompt_style, **kwargs))
+
+
+def cmd_variants(args) -> None:
+    from .variants import VARIANTS
+
+    for variant in VARIANTS.values():
+        print(json.dumps(variant.to_dict()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clip-flant5", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("tiny-base", help="write tiny random CLIP and FlanT5 base models (demo, tests)")
+    p.add_argument("--out", required=True, help="folder; gets vision/ and language/")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tiny_base)
+
+    p = sub.add_parser("init-model", help="build an untrained CLIP-FlanT5 from a CLIP and a T5 checkpoint")
+    p.add_argument("--vision", help="CLIP vision checkpoint: local folder or hub id")
+    p.add_argument("--language", help="T5 checkpoint with tokenizer: local folder or hub id")
+    p.add_argument("--variant", help="take vision/language/projector from a named variant (see `variants`)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--projector", help="mm_projector_type (default mlp2x_gelu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the projector's initialisation")
+    p.add_argument("--dtype", choices=DTYPES, default="bf16", help="dtype of the saved weights")
+    p.add_argument("--format", choices=("safetensors", "bin"), default="safetensors")
+    p.set_defaults(func=cmd_init_model)
+
+    p = sub.add_parser("ask", help="answer a question about an image")
+    p.add_argument("--model", required=True, help="CLIP-FlanT5 checkpoint folder")
+    p.add_argument("--image", required=True)
+    p.add_argument("--question", required=True)
+    p.add_argument("--tokenizer", help="tokenizer folder or hub id (default: the checkpoint's own)")
+    p.add_argument("--vision-tower", help="replace the checkpoint's mm_vision_tower (e.g. a local CLIP copy)")
+    p.add_argument("--prompt-style", default="t5_chat")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--do-sample", action="store_true")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--dtype", choices=DTYPES, default="fp32")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("variants", help="list the named model variants (JSON lines)")
+    p.set_defaults(func=cmd_variants)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as err:  # bad input: one clear line, no traceback
+        print(f"clip-flant5 {args.command}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+rule tiny_base:
+    output:
+        vision=directory("results/models/tiny-base/vision"),
+        language=directory("results/models/tiny-base/language"),
+    log:
+        "logs/models/tiny-base.log",
+    conda:
+        "../../envs/train.yaml"
+    params:
+        seed=config["tiny_base"]["seed"],
+    shell:
+        'clip-flant5 tiny-base --out "$(dirname {output.vision})" --seed {params.seed} > {log} 2>&1'
+
+
+rule init_model:
+    input:
+        unpack(base_model_inputs),
+    output:
+        model=directory("results/models/{model}/untrained"),
+    log:
+        "logs/models/{model}/untrained.log",
+    conda:
+        "../../envs/train.yaml"
+    params:
+        args=init_model_args,
+    shell:
+        "clip-flant5 init-model {params.args} --out {output.model} > {log} 2>&1"
