@@ -235,6 +235,11 @@ class CLIPT5ForConditionalGeneration(T5ForConditionalGeneration):
         mask = mask.index_put((rows, cols), mask.new_ones(()))
         return embeds, mask
 
+    def _encoder_inputs(self, input_ids, attention_mask, images, image_features):
+        if image_features is None and images is not None:
+            image_features = self.get_image_features(images)
+        return self.embed_multimodal(input_ids, attention_mask, image_features)
+
     # -- forward / generate ---------------------------------------------------------------------
     def forward(
         self,
@@ -249,9 +254,7 @@ class CLIPT5ForConditionalGeneration(T5ForConditionalGeneration):
         """T5 forward with images. `images` are pixels [B,3,S,S]; `image_features` are projected
         features [B,P,D] computed once elsewhere (e.g. one image scored against many texts)."""
         if input_ids is not None and inputs_embeds is None and encoder_outputs is None:
-            if image_features is None and images is not None:
-                image_features = self.get_image_features(images)
-            inputs_embeds, attention_mask = self.embed_multimodal(input_ids, attention_mask, image_features)
+            inputs_embeds, attention_mask = self._encoder_inputs(input_ids, attention_mask, images, image_features)
             input_ids = None
         return super().forward(
             input_ids=input_ids,
@@ -273,9 +276,7 @@ class CLIPT5ForConditionalGeneration(T5ForConditionalGeneration):
         """Generate answers; every usual generation argument (max_new_tokens, num_beams, do_sample,
         generation_config, ...) is passed through to transformers' `generate`."""
         if input_ids is not None:
-            if image_features is None and images is not None:
-                image_features = self.get_image_features(images)
-            inputs_embeds, attention_mask = self.embed_multimodal(input_ids, attention_mask, image_features)
+            inputs_embeds, attention_mask = self._encoder_inputs(input_ids, attention_mask, images, image_features)
             generation_kwargs["inputs_embeds"] = inputs_embeds
         return super().generate(attention_mask=attention_mask, **generation_kwargs)
 
