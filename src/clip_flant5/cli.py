@@ -32,7 +32,8 @@ def cmd_init_model(args) -> None:
     if not vision or not language:
         raise SystemExit("init-model needs --vision and --language (or a --variant that names both)")
     projector = args.projector or (variant.projector if variant else "mlp2x_gelu")
-    model = init_model(vision, language, projector_type=projector, seed=args.seed)
+    # Built in the dtype it is saved in: an XXL base in fp32 would need ~45 GB of memory.
+    model = init_model(vision, language, projector_type=projector, seed=args.seed, dtype=_dtype(args.dtype))
     save_model(model, args.out, tokenizer_dir=language, dtype=_dtype(args.dtype), fmt=args.format)
     print(f"wrote {args.out}")
 
