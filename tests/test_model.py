@@ -74,6 +74,22 @@ def test_loss_is_mean_cross_entropy_over_labels(tiny_model):
     torch.testing.assert_close(out.loss, expected)
 
 
+def test_loss_over_a_global_token_count_sums_to_the_token_mean(tiny_model):
+    """Micro-batches normalised by the global label count add up to the mean over all label tokens."""
+    ids, mask, images, labels = make_batch(tiny_model, ROWS)
+    labels[1, 1:] = -100
+    with torch.no_grad():
+        whole = tiny_model(input_ids=ids, attention_mask=mask, images=images, labels=labels).loss
+        n = int((labels != -100).sum())
+        parts = [
+            tiny_model(
+                input_ids=ids[s], attention_mask=mask[s], images=images[s], labels=labels[s], num_items_in_batch=n
+            ).loss
+            for s in (slice(0, 1), slice(1, 4))
+        ]
+    torch.testing.assert_close(sum(parts), whole)
+
+
 def test_text_only_batch_is_plain_t5(tiny_model):
     ids, mask, images, labels = make_batch(tiny_model, [[5, 6, 7, 1], [8, 9, 1]])
     with torch.no_grad():

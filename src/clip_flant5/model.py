@@ -148,6 +148,7 @@ class CLIPT5ForConditionalGeneration(T5ForConditionalGeneration):
     config: CLIPT5Config
     _keys_to_ignore_on_load_unexpected = list(IGNORED_CHECKPOINT_KEYS)
     _no_split_modules = ["T5Block", "CLIPEncoderLayer"]
+    accepts_loss_kwargs = True  # forward honours num_items_in_batch (see forward)
 
     def __init__(self, config: CLIPT5Config):
         super().__init__(config)
@@ -249,18 +250,37 @@ class CLIPT5ForConditionalGeneration(T5ForConditionalGeneration):
         image_features: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         encoder_outputs=None,
+        labels: torch.LongTensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ):
         """T5 forward with images. `images` are pixels [B,3,S,S]; `image_features` are projected
-        features [B,P,D] computed once elsewhere (e.g. one image scored against many texts)."""
+        features [B,P,D] computed once elsewhere (e.g. one image scored against many texts).
+
+        With `num_items_in_batch` (the label tokens of the whole global batch, which the Trainer passes)
+        the loss is the sum over this micro-batch's tokens divided by it, so that gradient accumulation
+        and any number of processes give the token mean of the global batch.
+        """
         if input_ids is not None and inputs_embeds is None and encoder_outputs is None:
             inputs_embeds, attention_mask = self._encoder_inputs(input_ids, attention_mask, images, image_features)
             input_ids = None
+        if labels is not None and num_items_in_batch is not None:
+            if kwargs.get("decoder_input_ids") is None and kwargs.get("decoder_inputs_embeds") is None:
+                kwargs["decoder_input_ids"] = self._shift_right(labels)
+            out = super().forward(
+                attention_mask=attention_mask, inputs_embeds=inputs_embeds, encoder_outputs=encoder_outputs, **kwargs
+            )
+            total = nn.functional.cross_entropy(
+                out.logits.flatten(0, 1).float(), labels.flatten().to(out.logits.device), reduction="sum"
+            )
+            out.loss = total / num_items_in_batch
+            return out
         return super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
             encoder_outputs=encoder_outputs,
+            labels=labels,
             **kwargs,
         )
 
