@@ -119,10 +119,10 @@ def config_for_disk(config, **overrides) -> dict:
 
 
 # -- state dicts ------------------------------------------------------------------------------------
-def published_state_dict(model: CLIPT5ForConditionalGeneration, dtype: torch.dtype | None) -> dict:
-    """The model's weights under the published key names, the alias included, cast to `dtype`."""
+def published_state_dict(state_dict: dict, dtype: torch.dtype | None) -> dict:
+    """A model state dict under the published key names, the alias included, cast to `dtype`."""
     out = {}
-    for key, tensor in model.state_dict().items():
+    for key, tensor in state_dict.items():
         if key.startswith(VISION_PREFIX):
             key = V4_VISION_PREFIX + key[len(VISION_PREFIX) :]
         out[key] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
@@ -167,12 +167,16 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     vision_tower: str | None = None,
+    **config_overrides,
 ) -> CLIPT5ForConditionalGeneration:
     """Load a CLIP-FlanT5 checkpoint (published or ours): .bin or .safetensors, sharded or not.
 
     Raises if any weight is missing or any key is left over beyond `model.IGNORED_CHECKPOINT_KEYS`.
+    `config_overrides` set config fields before the model is built (e.g. dropout_rate).
     """
     config = load_config(path, vision_tower)
+    for key, value in config_overrides.items():
+        setattr(config, key, value)
     model, info = CLIPT5ForConditionalGeneration.from_pretrained(
         path, config=config, dtype=dtype, output_loading_info=True
     )
@@ -191,8 +195,12 @@ def save_model(
     fmt: str = "safetensors",
     max_shard_size="5GB",
     config_overrides: dict | None = None,
+    state_dict: dict | None = None,
 ) -> Path:
-    """Write a full checkpoint in the published layout, atomically (temp folder + rename)."""
+    """Write a full checkpoint in the published layout, atomically (temp folder + rename).
+
+    `state_dict` replaces the model's own (e.g. weights gathered from ZeRO-3 shards).
+    """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(out_dir)
@@ -205,7 +213,8 @@ def save_model(
         }
         _write_json(tmp / CONFIG_NAME, config_for_disk(model.config, **overrides))
         model.generation_config.to_json_file(tmp / "generation_config.json")
-        write_weights(published_state_dict(model, dtype), tmp, fmt=fmt, max_shard_size=max_shard_size)
+        weights = published_state_dict(state_dict if state_dict is not None else model.state_dict(), dtype)
+        write_weights(weights, tmp, fmt=fmt, max_shard_size=max_shard_size)
         if tokenizer_dir is not None:
             copy_tokenizer(tokenizer_dir, tmp)
         replace_dir(tmp, out_dir)

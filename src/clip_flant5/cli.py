@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -50,6 +51,20 @@ def cmd_ask(args) -> None:
     print(ask(model, tokenizer, args.image, args.question, style=args.prompt_style, **kwargs))
 
 
+def cmd_train(args) -> None:
+    from .train import TrainSettings, train
+
+    text = Path(args.settings[1:]).read_text() if args.settings.startswith("@") else args.settings
+    settings = TrainSettings.from_dict(args.stage, json.loads(text))
+    code = train(
+        args.stage, model=args.model, data=args.data, image_root=args.image_root, output=args.output,
+        work_dir=args.work_dir, projector=args.projector, tokenizer=args.tokenizer, settings=settings,
+    )  # fmt: skip
+    if code:
+        print(f"clip-flant5 train: stopped by SIGTERM after saving a checkpoint in {args.work_dir}; rerun to resume")
+        raise SystemExit(code)
+
+
 def cmd_variants(args) -> None:
     from .variants import VARIANTS
 
@@ -92,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=DTYPES, default="fp32")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("train", help="train stage 1 (projector) or stage 2 (T5 + projector); run under torchrun")
+    p.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    p.add_argument("--model", required=True, help="the untrained CLIP-FlanT5 (init-model output)")
+    p.add_argument("--data", required=True, help="validated training JSON (one record per line)")
+    p.add_argument("--image-root", required=True, help="folder the records' image paths are relative to")
+    p.add_argument("--output", required=True, help="final artefacts: stage 1 mm_projector.bin, stage 2 a checkpoint")
+    p.add_argument("--work-dir", required=True, help="resumable trainer checkpoints (keep it between reruns)")
+    p.add_argument("--projector", help="stage 2: the stage-1 output folder")
+    p.add_argument("--tokenizer", help="default: the --model folder's tokenizer")
+    p.add_argument("--settings", default="{}", help="JSON object of TrainSettings (or @file); unset = published")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("variants", help="list the named model variants (JSON lines)")
     p.set_defaults(func=cmd_variants)

@@ -86,3 +86,20 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler):
         yield from modality_grouped_indices(
             self.lengths, self.per_device_batch, self.grad_accum, self.world_size, self.seed, self.epoch
         )
+
+
+class SeededRandomSampler(torch.utils.data.Sampler):
+    """A plain shuffle that depends only on (seed, epoch), so a resumed run replays the same order."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(self.size, generator=generator).tolist()

@@ -1,0 +1,282 @@
+"""Stage 1 (projector) and stage 2 (T5 + projector) training with the Hugging Face Trainer.
+
+One entry point for both stages; they differ by settings. The global batch is the configured
+quantity: gradient accumulation follows from the number of processes. Resumable: trainer
+checkpoints go to `work_dir` (not a declared workflow output); SIGTERM (what slurm sends before
+preemption or the time limit) saves a checkpoint at the next step boundary and exits with
+`EXIT_PREEMPTED`; a rerun resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from .checkpoint import load_model, load_projector, save_model, save_projector
+from .data import Collator, ConversationDataset
+from .inference import load_tokenizer
+from .sampler import ModalityLengthGroupedSampler, SeededRandomSampler
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was saved, run the job again to resume
+
+STAGE_DEFAULTS = {  # the published recipe (training.md)
+    1: dict(template="t5_plain_split_text", image_aspect_ratio="square", global_batch_size=256,
+            per_device_batch_size=32, learning_rate=1e-2, group_by_modality_length=False, deepspeed="zero2"),
+    2: dict(template="t5_v1", image_aspect_ratio="pad", global_batch_size=96, per_device_batch_size=6,
+            learning_rate=2e-5, group_by_modality_length=True, deepspeed="zero3"),
+}  # fmt: skip
+
+
+@dataclass
+class TrainSettings:
+    """Hyperparameters; `None` means the stage's published value (STAGE_DEFAULTS)."""
+
+    template: str | None = None
+    image_aspect_ratio: str | None = None
+    global_batch_size: int | None = None
+    per_device_batch_size: int | None = None
+    learning_rate: float | None = None
+    group_by_modality_length: bool | None = None
+    deepspeed: str | None = None  # zero2, zero3, a JSON file, or "none" (plain DDP)
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 stops early (demo, tests)
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"
+    model_max_length: int = 2048
+    gradient_checkpointing: bool = True
+    dropout: float | None = None  # replaces T5's dropout_rate (FlanT5: 0.1, kept by the recipe)
+    seed: int = 42
+    save_steps: int = 200
+    save_total_limit: int = 2
+    dataloader_workers: int = 4
+    dtype: str = "auto"  # auto: bf16 + tf32 on a GPU that has them, fp32 on CPU
+    extra: dict = field(default_factory=dict)  # passed to TrainingArguments as is
+
+    @classmethod
+    def from_dict(cls, stage: int, values: dict) -> TrainSettings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; valid: {', '.join(sorted(names))}")
+        settings = cls(**values)
+        for key, value in STAGE_DEFAULTS[stage].items():
+            if getattr(settings, key) is None:
+                setattr(settings, key, value)
+        return settings
+
+
+def batch_layout(global_batch: int, per_device_max: int, world_size: int) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation) whose product with world_size is exactly global_batch."""
+    if global_batch % world_size:
+        raise ValueError(f"global batch {global_batch} is not divisible by {world_size} processes")
+    per_process = global_batch // world_size
+    accum = math.ceil(per_process / per_device_max)
+    while per_process % accum:
+        accum += 1
+    return per_process // accum, accum
+
+
+DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
+
+
+def deepspeed_config(name: str | None) -> str | None:
+    if name in (None, "none"):
+        return None
+    path = DEEPSPEED_DIR / f"{name}.json" if name in ("zero2", "zero3") else Path(name)
+    if not path.is_file():
+        raise ValueError(f"deepspeed config {name!r} not found: use zero2, zero3, none or a JSON file")
+    return str(path)
+
+
+class PreemptionCallback(TrainerCallback):
+    """On SIGTERM (any rank) save a checkpoint at the next step boundary, then stop."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        flag = torch.tensor(float(self.requested))
+        if dist.is_available() and dist.is_initialized():
+            if dist.get_backend() == "nccl":
+                flag = flag.cuda()
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops together
+        if flag.item():
+            self.requested = True
+            control.should_save = True
+            control.should_training_stop = True
+
+
+class MetricsCallback(TrainerCallback):
+    """One JSON line per logged step: loss, lr, grad norm, tokens/s and samples/s (global)."""
+
+    def __init__(self, path: Path, trainer: CLIPT5Trainer):
+        self.path, self.trainer = path, trainer
+        self.last_time, self.last_step = None, 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.last_time is None:
+            self.last_time, self.last_step = time.perf_counter(), state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        tokens = self.trainer.take_token_count()
+        if not state.is_world_process_zero or logs is None or "loss" not in logs:
+            return
+        now = time.perf_counter()
+        elapsed = max(now - (self.last_time or now), 1e-9)
+        steps = state.global_step - self.last_step
+        row = {"step": state.global_step, "epoch": state.epoch, "loss": logs["loss"],
+               "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+               "tokens_per_s": tokens / elapsed, "samples_per_s": steps * args.train_batch_size
+               * args.gradient_accumulation_steps * args.world_size / elapsed}  # fmt: skip
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.last_time, self.last_step = now, state.global_step
+
+
+class CLIPT5Trainer(Trainer):
+    def __init__(self, *args, stage: int, sampler_settings: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stage = stage
+        self.sampler_settings = sampler_settings
+        self._tokens = 0
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset or self.train_dataset
+        if self.sampler_settings["group_by_modality_length"]:
+            return ModalityLengthGroupedSampler(
+                dataset.modality_lengths,
+                self.args.per_device_train_batch_size,
+                self.args.gradient_accumulation_steps,
+                self.args.world_size,
+                seed=self.args.seed,
+            )
+        return SeededRandomSampler(len(dataset), seed=self.args.seed)
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        ids, labels = inputs["input_ids"], inputs["labels"]
+        patches = self.accelerator.unwrap_model(model).vision_tower.num_patches
+        self._tokens += int((ids > 0).sum() + (ids < 0).sum() * patches + (labels >= 0).sum())
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def take_token_count(self) -> int:
+        """Tokens (image patches and labels included, padding excluded) since the last call, all ranks."""
+        count = torch.tensor(float(self._tokens), device=self.args.device)
+        self._tokens = 0
+        if self.args.world_size > 1:
+            count = self.accelerator.reduce(count, reduction="sum")
+        return int(count.item())
+
+    def _save(self, output_dir=None, state_dict=None):
+        if self.stage == 2:
+            return super()._save(output_dir, state_dict)
+        if self.args.should_save:  # stage 1 checkpoints hold the projector only (the rest is frozen)
+            save_projector(self.accelerator.unwrap_model(self.model), output_dir or self.args.output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if self.stage == 2:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_projector(model or self.model, resume_from_checkpoint)
+
+
+def latest_checkpoint(work_dir: Path) -> str | None:
+    """The newest complete `checkpoint-N` folder (one being written when a job died is skipped)."""
+    done = [p for p in work_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(re.sub(r"\D", "", p.name)))) if done else None
+
+
+def train(
+    stage: int,
+    *,
+    model: str,
+    data: str,
+    image_root: str,
+    output: str,
+    work_dir: str,
+    projector: str | None = None,
+    tokenizer: str | None = None,
+    settings: TrainSettings,
+) -> int:
+    """Train one stage; returns the process exit code (0, or EXIT_PREEMPTED after a SIGTERM)."""
+    preemption = PreemptionCallback()  # first: a signal during start-up is honoured too
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    per_device, accum = batch_layout(settings.global_batch_size, settings.per_device_batch_size, world_size)
+    on_gpu = torch.cuda.is_available()
+    bf16 = settings.dtype == "bf16" or (settings.dtype == "auto" and on_gpu and torch.cuda.is_bf16_supported())
+
+    overrides = {} if settings.dropout is None else {"dropout_rate": settings.dropout}
+    clip_t5 = load_model(model, **overrides)
+    clip_t5.config.image_aspect_ratio = settings.image_aspect_ratio
+    if stage == 2:
+        if projector is None:
+            raise ValueError("stage 2 needs the stage-1 projector (--projector)")
+        load_projector(clip_t5, projector)
+    clip_t5.config.tune_mm_mlp_adapter = stage == 1
+    clip_t5.set_trainable(stage)
+    clip_t5.config.use_cache = False
+    tok = load_tokenizer(tokenizer or model, settings.model_max_length)
+    dataset = ConversationDataset(
+        data, image_root, tok, template=settings.template, image_size=clip_t5.vision_tower.image_size,
+        aspect_ratio=settings.image_aspect_ratio, model_max_length=settings.model_max_length, seed=settings.seed,
+    )  # fmt: skip
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    args = TrainingArguments(
+        output_dir=str(work), per_device_train_batch_size=per_device, gradient_accumulation_steps=accum,
+        num_train_epochs=settings.epochs, max_steps=settings.max_steps, learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler, warmup_steps=settings.warmup_ratio,
+        weight_decay=settings.weight_decay, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
+        bf16=bf16, tf32=bf16 or None, activation_checkpointing=settings.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False}, seed=settings.seed, data_seed=settings.seed,
+        logging_steps=1, save_strategy="steps", save_steps=settings.save_steps,
+        save_total_limit=settings.save_total_limit, dataloader_num_workers=settings.dataloader_workers,
+        remove_unused_columns=False, report_to=[], deepspeed=deepspeed_config(settings.deepspeed),
+        use_cpu=not on_gpu, ddp_backend="gloo" if world_size > 1 and not on_gpu else None,
+        average_tokens_across_devices=True,
+        disable_tqdm=True, **settings.extra,
+    )  # fmt: skip
+    trainer = CLIPT5Trainer(
+        model=clip_t5, args=args, train_dataset=dataset, data_collator=Collator(0, settings.model_max_length),
+        stage=stage, sampler_settings={"group_by_modality_length": settings.group_by_modality_length},
+    )  # fmt: skip
+    trainer.add_callback(preemption)
+    trainer.add_callback(MetricsCallback(work / "metrics.jsonl", trainer))
+    trainer.train(resume_from_checkpoint=latest_checkpoint(work))
+    if preemption.requested:
+        return EXIT_PREEMPTED
+
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # gathers ZeRO-3 shards
+    if trainer.args.should_save:
+        final = trainer.accelerator.unwrap_model(trainer.model)
+        if stage == 1:
+            save_projector(final, output, image_aspect_ratio=settings.image_aspect_ratio, tune_mm_mlp_adapter=True)
+        else:
+            save_model(final, output, state_dict=state_dict, tokenizer_dir=tokenizer or model)
+        write_training_record(work, Path(output), stage, settings, per_device, accum, world_size)
+    return 0
+
+
+def write_training_record(work: Path, output: Path, stage, settings, per_device, accum, world_size) -> None:
+    """Settings, batch layout and the metrics log beside the artefact (and a loss-curve plot)."""
+    record = {"stage": stage, "settings": dataclasses.asdict(settings), "world_size": world_size,
+              "per_device_batch_size": per_device, "gradient_accumulation_steps": accum}  # fmt: skip
+    (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    metrics = work / "metrics.jsonl"
+    if metrics.is_file():
+        (output / "metrics.jsonl").write_text(metrics.read_text())

@@ -1,0 +1,150 @@
+"""Training: batch layout, resumption after SIGTERM, and multi-process loss equality (CPU, gloo)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file
+
+from clip_flant5.checkpoint import init_model, load_model, save_model, save_projector
+from clip_flant5.train import EXIT_PREEMPTED, TrainSettings, batch_layout
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 170, 30), "blue": (30, 30, 220)}
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_base, tmp_path_factory):
+    """An untrained tiny model and a small yes/no + caption corpus of rendered circles."""
+    root = tmp_path_factory.mktemp("train")
+    untrained = init_model(str(tiny_base / "vision"), str(tiny_base / "language"))
+    save_model(untrained, root / "untrained", tokenizer_dir=tiny_base / "language", dtype=torch.float32)
+    save_projector(untrained, root / "projector")  # stands in for a stage-1 output
+    (root / "img").mkdir()
+    qa, captions = [], []
+    names = list(COLOURS)
+    for i in range(48):
+        colour, asked = names[i % 3], names[(i // 3) % 3]
+        image = Image.new("RGB", (72 + i % 5 * 8, 64), (250, 250, 250))
+        ImageDraw.Draw(image).ellipse([8, 8, 56, 56], fill=COLOURS[colour])
+        image.save(root / f"img/{i}.png")
+        qa.append({"id": str(i), "image": f"img/{i}.png", "conversations": [
+            {"from": "human", "value": f"<image>\nIs the circle {asked}?"},
+            {"from": "gpt", "value": "Yes" if asked == colour else "No"}]})  # fmt: skip
+        caption = [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": f"a {colour} circle"}]
+        captions.append({"id": str(i), "image": f"img/{i}.png", "conversations": caption})
+    qa.append({"id": "text", "conversations": [{"from": "human", "value": "Say hi."}, {"from": "gpt", "value": "Hi!"}]})
+    for name, records in (("qa.json", qa), ("captions.json", captions)):
+        (root / name).write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
+    return root
+
+
+def train_command(setup, out, stage, settings, nproc=1, projector=None):
+    base = {"global_batch_size": 4, "per_device_batch_size": 2, "deepspeed": "none", "gradient_checkpointing": False,
+            "dataloader_workers": 0, "save_steps": 1000, "seed": 7}  # fmt: skip
+    data = "qa.json" if stage == 2 else "captions.json"
+    args = ["train", "--stage", str(stage), "--model", setup / "untrained", "--data", setup / data,
+            "--image-root", setup, "--output", out / "final", "--work-dir", out / "work",
+            "--settings", json.dumps({**base, **settings})]  # fmt: skip
+    if stage == 2:
+        args += ["--projector", projector or setup / "projector"]
+    launcher = [sys.executable, "-m", "clip_flant5"]
+    if nproc > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                    "--module", "clip_flant5"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    return [*launcher, *map(str, args)], env
+
+
+def run(command, env, **kwargs):
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, **kwargs)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def metrics(path: Path) -> dict[int, dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {row["step"]: row for row in rows}  # a resumed run may log a step twice; the last one counts
+
+
+@pytest.mark.parametrize(
+    "global_batch, per_device, world, expected",
+    [(96, 6, 8, (6, 2)), (96, 6, 4, (6, 4)), (96, 6, 1, (6, 16)), (256, 32, 8, (32, 1)), (96, 5, 8, (4, 3)),
+     (8, 16, 2, (4, 1))],
+)  # fmt: skip
+def test_global_batch_is_kept_for_any_process_count(global_batch, per_device, world, expected):
+    per, accum = batch_layout(global_batch, per_device, world)
+    assert (per, accum) == expected and per * accum * world == global_batch and per <= per_device
+    with pytest.raises(ValueError, match="not divisible by 7 processes"):
+        batch_layout(96, 6, 7)
+
+
+def test_settings_default_to_the_published_recipe_and_reject_unknown_keys():
+    stage1, stage2 = TrainSettings.from_dict(1, {}), TrainSettings.from_dict(2, {"learning_rate": 1e-4})
+    assert (stage1.global_batch_size, stage1.learning_rate, stage1.template) == (256, 1e-2, "t5_plain_split_text")
+    assert (stage2.global_batch_size, stage2.learning_rate, stage2.image_aspect_ratio) == (96, 1e-4, "pad")
+    assert stage2.group_by_modality_length and stage2.deepspeed == "zero3"
+    with pytest.raises(ValueError, match="unknown training settings \\['lr'\\]"):
+        TrainSettings.from_dict(1, {"lr": 0.1})
+
+
+def test_stage1_writes_the_projector_and_stage2_a_loadable_checkpoint(setup, tmp_path):
+    run(*train_command(setup, tmp_path / "s1", 1, {"max_steps": 3, "learning_rate": 1e-3}))
+    projector = torch.load(tmp_path / "s1/final/mm_projector.bin", weights_only=True)
+    assert sorted(projector) == ["mm_projector.0.bias", "mm_projector.0.weight", "mm_projector.2.bias",
+                                 "mm_projector.2.weight"]  # fmt: skip
+    untrained = load_model(setup / "untrained")
+    assert not torch.equal(projector["mm_projector.0.weight"].float(), untrained.mm_projector[0].weight)
+    run(*train_command(setup, tmp_path / "s2", 2, {"max_steps": 3}, projector=tmp_path / "s1/final"))
+    trained = load_model(tmp_path / "s2/final")
+    assert not torch.equal(trained.lm_head.weight, untrained.lm_head.weight)  # T5 trained
+    assert torch.equal(trained.vision_tower.vision_tower.post_layernorm.weight,  # CLIP frozen
+                       untrained.vision_tower.vision_tower.post_layernorm.weight)  # fmt: skip
+    assert (tmp_path / "s2/final/spiece.model").is_file()
+    assert len(metrics(tmp_path / "s2/final/metrics.jsonl")) == 3
+
+
+def test_sigterm_then_rerun_equals_an_uninterrupted_run(setup, tmp_path):
+    settings = {"max_steps": 60, "dropout": 0.1}
+    run(*train_command(setup, tmp_path / "straight", 2, settings))
+
+    command, env = train_command(setup, tmp_path / "killed", 2, settings)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "killed/work/metrics.jsonl"
+    deadline = time.time() + 300
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 3) and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == EXIT_PREEMPTED, stderr[-3000:]
+    assert not (tmp_path / "killed/final").exists()
+    stopped_at = max(metrics(log))
+    assert 3 <= stopped_at < 60
+    assert (tmp_path / f"killed/work/checkpoint-{stopped_at}").is_dir()
+
+    run(command, env)  # resumes from the checkpoint the SIGTERM left
+    a = load_file(tmp_path / "straight/final/model.safetensors")
+    b = load_file(tmp_path / "killed/final/model.safetensors")
+    assert a.keys() == b.keys()
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-6
+    assert metrics(log)[60]["loss"] == pytest.approx(metrics(tmp_path / "straight/work/metrics.jsonl")[60]["loss"])
+
+
+def test_two_processes_give_the_loss_of_one(setup, tmp_path):
+    settings = {"max_steps": 4, "dropout": 0.0, "group_by_modality_length": False, "learning_rate": 1e-3}
+    run(*train_command(setup, tmp_path / "one", 2, settings))
+    run(*train_command(setup, tmp_path / "two", 2, settings, nproc=2))
+    one, two = metrics(tmp_path / "one/work/metrics.jsonl"), metrics(tmp_path / "two/work/metrics.jsonl")
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4]
+    for step in one:
+        assert two[step]["loss"] == pytest.approx(one[step]["loss"], rel=1e-5)
+    a, b = load_file(tmp_path / "one/final/model.safetensors"), load_file(tmp_path / "two/final/model.safetensors")
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-5
+    layout = json.loads((tmp_path / "two/final/training.json").read_text())
+    assert (layout["world_size"], layout["per_device_batch_size"], layout["gradient_accumulation_steps"]) == (2, 2, 1)
