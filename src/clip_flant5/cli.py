@@ -65,6 +65,58 @@ def cmd_train(args) -> None:
         raise SystemExit(code)
 
 
+def cmd_fetch(args) -> None:
+    from .download import fetch_source
+
+    paths = fetch_source(
+        args.source, args.dest, sources_path=args.sources, lock_path=args.lock, refresh_lock=args.refresh_lock,
+        unpack=not args.no_unpack,
+    )  # fmt: skip
+    for path in paths:
+        print(path)
+
+
+def cmd_data_status(args) -> None:
+    from .download import iter_status_lines, lock_status
+
+    statuses = lock_status(args.dest, sources_path=args.sources, lock_path=args.lock, names=args.source or None)
+    for line in iter_status_lines(statuses):
+        print(line)
+
+
+def cmd_make_demo_data(args) -> None:
+    from .demo_data import make_demo_data
+
+    manifest = make_demo_data(args.out, seed=args.seed, scale=args.scale)
+    print(json.dumps(manifest["counts"], indent=2))
+
+
+def cmd_fix_ocrvqa(args) -> None:
+    from .flatten import write_json
+    from .ocrvqa import fix_ocrvqa
+
+    summary = fix_ocrvqa(args.folder, jobs=args.jobs, keep_going=args.keep_going)
+    if args.report:
+        write_json(args.report, summary)
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list)}))
+
+
+def cmd_flatten(args) -> None:
+    from .flatten import flatten_file
+
+    report = flatten_file(args.src, args.dst, mode=args.mode, skip_malformed=args.skip_malformed,
+                          report_path=args.report)  # fmt: skip
+    print(json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}))
+
+
+def cmd_validate_data(args) -> None:
+    from .validate import validate_data
+
+    report = validate_data(args.json, args.image_root, jobs=args.jobs, check=args.check, clean_path=args.clean,
+                           report_path=args.report, drop_bad=args.drop_bad)  # fmt: skip
+    print(json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}))
+
+
 def cmd_variants(args) -> None:
     from .variants import VARIANTS
 
@@ -120,16 +172,79 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", default="{}", help="JSON object of TrainSettings (or @file); unset = published")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("fetch", help="download, verify (sha256 lock) and unpack one data source")
+    p.add_argument("source", help="a source name of the manifest (see `data-status`)")
+    p.add_argument("--dest", default="resources", help="data root (downloads/, train/, benchmarks/)")
+    _source_options(p)
+    p.add_argument("--refresh-lock", action="store_true", help="re-record the sha256 of what is fetched")
+    p.add_argument("--no-unpack", action="store_true")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("data-status", help="which sources are present, partial or missing (no network)")
+    p.add_argument("source", nargs="*")
+    p.add_argument("--dest", default="resources")
+    _source_options(p)
+    p.set_defaults(func=cmd_data_status)
+
+    p = sub.add_parser("make-demo-data", help="write the synthetic demo corpus and benchmarks (real formats)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=float, default=1.0, help="multiplies every record/image count")
+    p.set_defaults(func=cmd_make_demo_data)
+
+    p = sub.add_parser("fix-ocrvqa", help="write <id>.jpg beside every OCR-VQA .gif/.png that lacks one")
+    p.add_argument("folder")
+    p.add_argument("--jobs", type=int, help="processes (default: all cores)")
+    p.add_argument("--keep-going", action="store_true", help="report undecodable files instead of failing")
+    p.add_argument("--report", help="write the summary as JSON")
+    p.set_defaults(func=cmd_fix_ocrvqa)
+
+    p = sub.add_parser("flatten", help="split multi-turn conversations into single QA records (stage-2 data)")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--mode", choices=("faithful", "corrected"), default="faithful",
+                   help="faithful (default): the rule the published models were trained on; corrected: no "
+                   "<image> prefix on later turns of text-only records")  # fmt: skip
+    p.add_argument("--skip-malformed", action="store_true", help="skip (count, list) malformed records")
+    p.add_argument("--report", help="write the count report as JSON")
+    p.set_defaults(func=cmd_flatten)
+
+    p = sub.add_parser("validate-data", help="check that every referenced image exists and decodes")
+    p.add_argument("json")
+    p.add_argument("--image-root", required=True)
+    p.add_argument("--jobs", type=int)
+    p.add_argument("--check", choices=("decode", "open"), default="decode")
+    p.add_argument("--clean", help="write the validated records here (one per line): what training reads")
+    p.add_argument("--drop-bad", action="store_true", help="drop (count, list) records with bad images; "
+                   "without it any bad image is an error")  # fmt: skip
+    p.add_argument("--report", help="write the problems as JSON")
+    p.set_defaults(func=cmd_validate_data)
+
     p = sub.add_parser("variants", help="list the named model variants (JSON lines)")
     p.set_defaults(func=cmd_variants)
     return parser
 
 
+def _source_options(p) -> None:
+    from .sources import DEFAULT_LOCK, DEFAULT_SOURCES
+
+    p.add_argument("--sources", default=str(DEFAULT_SOURCES), help="the data manifest (config/sources.yaml)")
+    p.add_argument("--lock", default=str(DEFAULT_LOCK), help="sha256 lock file (config/sources.lock.json)")
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from .ocrvqa import OcrVqaFixError
+    from .sources import SourceError
+
+    return (ValueError, FileNotFoundError, SourceError, OcrVqaFixError)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    USER_ERRORS = _user_errors()
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as err:  # bad input: one clear line, no traceback
+    except USER_ERRORS as err:  # bad input: one clear line, no traceback
         print(f"clip-flant5 {args.command}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -1,0 +1,211 @@
+"""The data manifest (config/sources.yaml) and the lock file: validation, the layout contract, atomic updates."""
+
+import json
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+from clip_flant5.sources import (
+    DEFAULT_LOCK,
+    DEFAULT_SOURCES,
+    LockEntry,
+    LockError,
+    ManifestError,
+    UnknownSourceError,
+    get_source,
+    load_sources,
+    read_lock,
+    update_lock,
+)
+
+TRAIN = {"llava_pretrain", "llava_mix665k", "llava_mix665k_flattened", "coco_train2017", "gqa", "ocr_vqa", "textvqa",
+         "vg"}  # fmt: skip
+BENCHMARKS = {"winoground", "eqben", "tifa160", "pickapic", "seetrue", "genai_bench_527", "genai_bench_1600"}
+T2V_METRICS = "https://raw.githubusercontent.com/linzhiqiu/t2v_metrics/{}/datasets/{}"
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return load_sources(DEFAULT_SOURCES)
+
+
+def test_manifest_has_every_source_of_the_spec(sources):
+    assert {n for n, s in sources.items() if s.group == "train"} == TRAIN
+    assert {n for n, s in sources.items() if s.group == "benchmark"} == BENCHMARKS
+
+
+def test_manifest_urls_and_ids_are_the_specs(sources):
+    files = {(s.name, f.name): f for s in sources.values() for f in s.files}
+    hf = {k: (f.repo, f.repo_type, f.filename) for k, f in files.items() if f.kind == "huggingface"}
+    assert hf[("llava_pretrain", "blip_laion_cc_sbu_558k.json")][:2] == ("liuhaotian/LLaVA-Pretrain", "dataset")
+    assert hf[("llava_pretrain", "images.zip")] == ("liuhaotian/LLaVA-Pretrain", "dataset", "images.zip")
+    assert hf[("llava_mix665k", "llava_v1_5_mix665k.json")][0] == "liuhaotian/LLaVA-Instruct-150K"
+    flat = "llava_v1_5_mix665k_flattened_multi_turn.json"
+    assert hf[("llava_mix665k_flattened", flat)] == ("zhiqiulin/CLIP-FlanT5", "dataset", flat)
+    assert hf[("pickapic", "pickapic_v1.zip")][0] == "zhiqiulin/vqascore_ablation"
+    assert hf[("seetrue", "images.zip")][0] == "yonatanbitton/SeeTRUE"
+    genai = {f.name for s, f in [(k[0], v) for k, v in files.items()] if s == "genai_bench_527"}
+    models = ("DALLE_3", "SDXL_Turbo", "DeepFloyd_I_XL_v1", "Midjourney_6", "SDXL_2_1", "SDXL_Base")
+    assert genai == {"genai_image.json", "genai_skills.json", *(m + ".zip" for m in models)}
+    assert all(files[("genai_bench_527", m + ".zip")].repo == "zhiqiulin/GenAI-Bench-527" for m in models)
+    gdrive = {k[0]: f.id for k, f in files.items() if f.kind == "gdrive"}
+    assert gdrive == {"winoground": "1Lril_90vjsbL_2qOaxMu3I-aPpckCDiF", "eqben": "11YUTf06uzRHtFV8rYi96z4vTPi8_GNEM",
+                      "tifa160": "1hHVMeVDZlnJz1FFhy_BxiZGIz1tEMm0s"}  # fmt: skip
+    https = {k: f.url for k, f in files.items() if f.kind == "https"}
+    assert https[("coco_train2017", "train2017.zip")] == "http://images.cocodataset.org/zips/train2017.zip"
+    assert https[("gqa", "images.zip")] == "https://downloads.cs.stanford.edu/nlp/data/gqa/images.zip"
+    assert https[("textvqa", "train_val_images.zip")] == "https://dl.fbaipublicfiles.com/textvqa/images/" + (
+        "train_val_images.zip"
+    )
+    assert https[("vg", "images.zip")] == "https://cs.stanford.edu/people/rak248/VG_100K_2/images.zip"
+    assert https[("vg", "images2.zip")] == "https://cs.stanford.edu/people/rak248/VG_100K_2/images2.zip"
+    pinned = "1c7c763e6a87e1df001ec90c8ef62960a3fa407d"
+    assert https[("tifa160", "tifa160.json")] == T2V_METRICS.format(pinned, "tifa160.json")
+    assert https[("tifa160", "dsg_tifa160_anns.csv")] == T2V_METRICS.format(pinned, "dsg_tifa160_anns.csv")
+    seetrue = "60ce07b144b9bff24b8dac5317cb28586b1b2509"
+    assert https[("seetrue", "SeeTRUE.csv")] == T2V_METRICS.format(seetrue, "SeeTRUE.csv")
+
+
+def test_manifest_layout_contract(sources, tmp_path):
+    """Where the training JSONs' image paths and the benchmark loaders expect the data."""
+    provided = {p for s in sources.values() if s.group == "train" for p in s.provided_paths(tmp_path)}
+    train = tmp_path / "train"
+    for rel in ("coco/train2017", "gqa/images", "ocr_vqa/images", "textvqa/train_images", "vg/VG_100K",
+                "vg/VG_100K_2", "LLaVA-Pretrain/blip_laion_cc_sbu_558k.json", "LLaVA-Pretrain/images",
+                "llava_v1_5_mix665k.json"):  # fmt: skip
+        assert any(p == train / rel or train / rel in p.parents for p in provided), rel
+    for name in BENCHMARKS:
+        s = sources[name]
+        assert s.root(tmp_path) == tmp_path / "benchmarks" / name
+        assert s.download_dir(tmp_path) == tmp_path / "downloads" / name
+    archives = [f for s in sources.values() for f in s.files if f.unpack]
+    assert archives and all(f.unpack == "zip" for f in archives)
+
+
+def test_manual_sources_say_what_to_fetch(sources):
+    manual = {n: s for n, s in sources.items() if s.kind == "manual"}
+    assert set(manual) == {"ocr_vqa", "genai_bench_1600"}
+    ocr = manual["ocr_vqa"].instructions
+    assert "1_GYPY5UkUy7HIcR0zq3ZCFgeZN7BAfm_" in ocr and "{group_root}/ocr_vqa/images" in ocr
+    assert "clip-flant5 fix-ocrvqa" in ocr
+    assert "BaiqiL/GenAI-Bench-1600" in manual["genai_bench_1600"].instructions
+
+
+def test_unknown_source_lists_the_valid_names(sources):
+    with pytest.raises(UnknownSourceError, match=r"unknown data source 'cocoa'; valid: llava_pretrain, .*winoground"):
+        get_source(sources, "cocoa")
+
+
+GOOD = """
+sources:
+  a:
+    group: train
+    kind: https
+    files:
+      - {name: a.zip, url: "https://x/a.zip", unpack: zip, dest: a}
+    provides: [a]
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("group: train", "group: training", r"source 'a': field 'group' must be one of"),
+        ("kind: https", "kind: ftp", r"source 'a': field 'kind' must be one of"),
+        ('url: "https://x/a.zip", ', "", r"source 'a': files\[0\] \(a.zip\): a https file needs the field 'url'"),
+        ("kind: https", "kind: gdrive", r"files\[0\] \(a.zip\): a gdrive file needs the field 'id'"),
+        ("kind: https", "kind: huggingface", r"files\[0\] \(a.zip\): a huggingface file needs the field 'repo'"),
+        ("unpack: zip", "unpack: rar", r"files\[0\] \(a.zip\): field 'unpack' must be one of"),
+        ("dest: a}", "dest: ../a}", r"files\[0\] \(a.zip\): field 'dest' must be a relative path"),
+        ("dest: a}", "dest: a, sha: 1}", r"files\[0\] \(a.zip\): unknown field\(s\) \['sha'\]"),
+        ("provides: [a]", "provides: [b/c]", r"source 'a': field 'provides': 'b/c' is not under any file's 'dest'"),
+        ("provides: [a]", "provides: []", r"source 'a': field 'provides' must be a non-empty list"),
+        ("unpack: zip, dest: a}", "dest: .}", r"files\[0\] \(a.zip\): field 'dest' of a plain file must name"),
+        ("unpack: zip, ", "strip_top_level: x, ", r"'strip_top_level' is 'auto' or a folder name, and only for arch"),
+        ("dest: a}", "dest: a, approx_size: lots}", r"field 'approx_size' must be a positive number"),
+        ("kind: https", "kind: manual", r"source 'a': a manual source needs 'instructions'"),
+        ("group: train", "group: train\n    color: red", r"source 'a': unknown field\(s\) \['color'\]"),
+    ],
+)
+def test_invalid_manifest_names_the_source_and_the_field(tmp_path, old, new, message):
+    text = GOOD.replace(old, new)
+    assert text != GOOD
+    path = tmp_path / "sources.yaml"
+    path.write_text(text)
+    with pytest.raises(ManifestError, match=message):
+        load_sources(path)
+
+
+def test_overlapping_destinations_are_refused(tmp_path):
+    path = tmp_path / "sources.yaml"
+    second = """
+  b:
+    group: train
+    kind: https
+    files:
+      - {name: b.json, url: "https://x/b.json", dest: a/b.json}
+    provides: [a/b.json]
+"""
+    path.write_text(GOOD + second)
+    with pytest.raises(ManifestError, match=r"source 'b': file 'b.json': field 'dest' 'a/b.json' overlaps .* a/a.zip"):
+        load_sources(path)
+
+
+def test_only_a_sources_own_plain_files_may_go_inside_its_archive_folder(tmp_path):
+    path = tmp_path / "sources.yaml"
+    inside = '\n      - {name: b.json, url: "https://x/b.json", dest: a/b.json}\n    provides: [a, a/b.json]'
+    path.write_text(GOOD.replace("\n    provides: [a]", inside))
+    assert [f.dest for f in load_sources(path)["a"].files] == ["a", "a/b.json"]
+    nested = '\n      - {name: b.zip, url: "https://x/b.zip", unpack: zip, dest: a/b}\n    provides: [a]'
+    path.write_text(GOOD.replace("\n    provides: [a]", nested))
+    with pytest.raises(ManifestError, match=r"source 'a': file 'b.zip': field 'dest' 'a/b' overlaps .* of a/a.zip"):
+        load_sources(path)
+
+
+def test_unreadable_manifest(tmp_path):
+    path = tmp_path / "sources.yaml"
+    path.write_text("sources: [")
+    with pytest.raises(ManifestError, match="cannot read the data manifest"):
+        load_sources(path)
+    with pytest.raises(ManifestError, match="cannot read"):
+        load_sources(tmp_path / "missing.yaml")
+
+
+def test_committed_lock_is_valid_and_names_known_files(sources):
+    entries = read_lock(DEFAULT_LOCK)
+    known = {f"{s.name}/{f.name}" for s in sources.values() for f in s.files}
+    assert set(entries) <= known
+    assert all(re.fullmatch(r"[0-9a-f]{64}", e.sha256) and e.size > 0 for e in entries.values())
+
+
+def test_update_lock_is_atomic_and_keeps_other_entries(tmp_path):
+    lock = tmp_path / "config" / "sources.lock.json"
+    assert read_lock(lock) == {}
+    update_lock(lock, {"a/x": LockEntry("1" * 64, 1), "b/y": LockEntry("2" * 64, 2)})
+    update_lock(lock, {"a/x": LockEntry("3" * 64, 3)})
+    assert read_lock(lock) == {"a/x": LockEntry("3" * 64, 3), "b/y": LockEntry("2" * 64, 2)}
+    assert [p.name for p in lock.parent.iterdir()] == ["sources.lock.json"]  # no temp file left behind
+    assert list(json.loads(lock.read_text())["files"]) == ["a/x", "b/y"]  # sorted: stable diffs
+
+
+def test_concurrent_lock_updates_lose_nothing(tmp_path):
+    lock = tmp_path / "sources.lock.json"
+    threads = [threading.Thread(target=update_lock, args=(lock, {f"s/{i}": LockEntry(f"{i:064x}", i + 1)}))
+               for i in range(16)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(read_lock(lock)) == 16
+
+
+def test_malformed_lock_is_an_error(tmp_path):
+    lock = tmp_path / "sources.lock.json"
+    lock.write_text('{"files": {"a/x": {"sha256": "1"}}}')
+    with pytest.raises(LockError, match="malformed"):
+        read_lock(lock)
+    with pytest.raises(LockError):
+        update_lock(lock, {"b/y": LockEntry("2" * 64, 2)})
+    assert Path(lock).read_text() == '{"files": {"a/x": {"sha256": "1"}}}'
