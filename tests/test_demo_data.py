@@ -1,4 +1,4 @@
-"""Tests for clip_flant5.demo_data: real formats, true answers and labels, determinism, atomic writes.
+"""Tests for clip_flant5.demo: real formats, true answers and labels, determinism, atomic writes.
 
 Answers are re-derived here from `scenes.json` (what each image shows) with a parser and evaluator of the caption
 grammar written independently of the generator; the scene records are checked against the pixels.
@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clip_flant5 import demo_data
-from clip_flant5.demo_data import BACKGROUNDS, COLORS, GENAI_MODELS, SHAPES, make_demo_data
+from clip_flant5 import demo as demo_data
+from clip_flant5.demo import BACKGROUNDS, COLORS, GENAI_MODELS, SHAPES, make_demo_data
 
 SCALE = 0.1
 NUMBER = {"one": 1, "two": 2, "three": 3, "four": 4}

@@ -390,8 +390,8 @@ def test_unpack_refuses_path_traversal_and_absolute_members(tmp_path):
 
 def test_unpack_verifies_the_member_count(tmp_path, monkeypatch):
     archive = make_zip(tmp_path / "pics.zip", MEMBERS)
-    real = download._write_member
-    monkeypatch.setattr(download, "_write_member", lambda t, s, o: None if t.name == "c.txt" else real(t, s, o))
+    real = download.archive._write_member
+    monkeypatch.setattr(download.archive, "_write_member", lambda t, s, o: None if t.name == "c.txt" else real(t, s, o))
     with pytest.raises(UnpackError, match=r"gave 2 files for its 3 members \(missing: pics/c\.txt"):
         unpack_archive(archive, tmp_path / "images", fmt="zip")
     assert not (tmp_path / "images").exists() and not (tmp_path / "images.unpack-tmp").exists()
@@ -421,8 +421,10 @@ def test_unpack_resumes_after_a_kill(tmp_path, monkeypatch):
     (tmp / "pics" / "sub" / "b.png.partial").write_bytes(b"b" * 10)  # being written when killed
     (tmp / "pics" / "c.txt").write_bytes(b"")  # wrong size: rewritten
     written = []
-    real_copy = download.shutil.copyfileobj
-    monkeypatch.setattr(download.shutil, "copyfileobj", lambda s, d, n: (written.append(d.name), real_copy(s, d, n)))
+    real_copy = download.archive.shutil.copyfileobj
+    monkeypatch.setattr(
+        download.archive.shutil, "copyfileobj", lambda s, d, n: (written.append(d.name), real_copy(s, d, n))
+    )
     dest = unpack_archive(archive, tmp_path / "images", fmt="zip", strip_top_level="pics")
     assert sorted(Path(w).name for w in written) == ["b.png.partial", "c.txt.partial"]  # a.png was reused
     assert {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()} == {
@@ -623,7 +625,7 @@ def test_huggingface_files_go_through_the_hub_cache_and_the_lock(setup, tmp_path
         blob.write_bytes(b'{"hub": true}')
         return str(blob)
 
-    monkeypatch.setattr(download, "hf_hub_download", fake_hub)
+    monkeypatch.setattr(download.hub, "hf_hub_download", fake_hub)
     assert fetch("hub") == [root / "benchmarks" / "hub" / "x.json"]
     assert calls == [("org/repo", "x.json", "dataset")]
     assert read_lock(lock)["hub/x.json"] == LockEntry(sha(b'{"hub": true}'), 13)
@@ -642,7 +644,7 @@ def test_hub_errors_are_reported_clearly(setup, monkeypatch):
     def missing(**kwargs):
         raise FileNotFoundError("404 entry not found")
 
-    monkeypatch.setattr(download, "hf_hub_download", missing)
+    monkeypatch.setattr(download.hub, "hf_hub_download", missing)
     with pytest.raises(DownloadError, match=r"x\.json from the Hugging Face dataset org/repo .*404"):
         fetch("hub")
 

@@ -74,6 +74,10 @@ def cmd_fetch(args) -> None:
     )  # fmt: skip
     for path in paths:
         print(path)
+    if args.record:  # what the workflow declares as the fetch's output (the data itself is never deleted)
+        from .flatten import write_json
+
+        write_json(args.record, {"source": args.source, "provides": [str(p) for p in paths]})
 
 
 def cmd_data_status(args) -> None:
@@ -85,7 +89,7 @@ def cmd_data_status(args) -> None:
 
 
 def cmd_make_demo_data(args) -> None:
-    from .demo_data import make_demo_data
+    from .demo import make_demo_data
 
     manifest = make_demo_data(args.out, seed=args.seed, scale=args.scale)
     print(json.dumps(manifest["counts"], indent=2))
@@ -115,6 +119,61 @@ def cmd_validate_data(args) -> None:
     report = validate_data(args.json, args.image_root, jobs=args.jobs, check=args.check, clean_path=args.clean,
                            report_path=args.report, drop_bad=args.drop_bad)  # fmt: skip
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, (list, dict))}))
+
+
+def cmd_score(args) -> None:
+    import torch
+
+    from .checkpoint import load_model
+    from .inference import load_tokenizer
+    from .score import ScoreSettings, VQAScorer, score_file
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("bf16" if device.startswith("cuda") else "fp32")
+    model = load_model(args.model, dtype=_dtype(dtype), device=device, vision_tower=args.vision_tower)
+    settings = ScoreSettings(
+        question_template=args.question_template, answer_template=args.answer_template,
+        prompt_style=args.prompt_style, score=args.score, batch_size=args.batch_size,
+        images_per_chunk=args.images_per_chunk, full_vocab=args.full_vocab, workers=args.workers,
+    )  # fmt: skip
+    scorer = VQAScorer(model, load_tokenizer(args.tokenizer or args.model), settings)
+    index, count = (int(x) for x in args.shard.split("/"))
+    score_file(scorer, args.pairs, args.out, image_root=args.image_root, shard=(index, count))
+
+
+def cmd_merge_scores(args) -> None:
+    from .score import merge_scores
+
+    merge_scores(args.pairs, args.shards, args.out)
+
+
+def cmd_benchmark_pairs(args) -> None:
+    from .benchmarks import get_benchmark, pairs
+    from .score import write_pairs
+
+    benchmark = get_benchmark(args.benchmark)
+    write_pairs(pairs(benchmark, Path(args.root)), args.out)
+
+
+def cmd_evaluate(args) -> None:
+    from .benchmarks import get_benchmark, score_matrices
+    from .flatten import write_json
+
+    benchmark = get_benchmark(args.benchmark)
+    rows = [json.loads(line) for line in Path(args.scores).read_text().splitlines()]
+    scored = {(row["image"], row["text"]): row["score"] for row in rows}
+    result = benchmark.evaluate(Path(args.root), score_matrices(benchmark, Path(args.root), scored))
+    result = {"model": args.model, **result}
+    write_json(args.out, result)
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}))
+
+
+def cmd_tables(args) -> None:
+    from .tables import build_tables
+
+    compare = dict(pair.split("=", 1) for pair in args.compare)
+    for path in build_tables(args.metrics, args.out_dir, compare=compare):
+        print(path)
 
 
 def cmd_variants(args) -> None:
@@ -178,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     _source_options(p)
     p.add_argument("--refresh-lock", action="store_true", help="re-record the sha256 of what is fetched")
     p.add_argument("--no-unpack", action="store_true")
+    p.add_argument("--record", help="write the provided paths here as JSON once the source is complete")
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("data-status", help="which sources are present, partial or missing (no network)")
@@ -219,6 +279,55 @@ def build_parser() -> argparse.ArgumentParser:
                    "without it any bad image is an error")  # fmt: skip
     p.add_argument("--report", help="write the problems as JSON")
     p.set_defaults(func=cmd_validate_data)
+
+    from .prompts import DEFAULT_ANSWER_TEMPLATE, DEFAULT_QUESTION_TEMPLATE
+
+    p = sub.add_parser("score", help="VQAScore of (image, text) pairs (JSONL in, JSONL with 'score' out)")
+    p.add_argument("--model", required=True, help="CLIP-FlanT5 checkpoint: folder or hub id")
+    p.add_argument("--tokenizer", help="tokenizer folder or hub id (published models: google/flan-t5-xxl / -xl)")
+    p.add_argument("--pairs", required=True, help='JSONL of {"image": path, "text": str}')
+    p.add_argument("--out", required=True)
+    p.add_argument("--image-root", help="folder the image paths are relative to (default: the pairs file's)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--images-per-chunk", type=int, default=64, help="unit of resumption")
+    p.add_argument("--dtype", choices=DTYPES, help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--device", help="default: cuda if available")
+    p.add_argument("--vision-tower", help="replace the checkpoint's mm_vision_tower (e.g. a local CLIP copy)")
+    p.add_argument("--question-template", default=DEFAULT_QUESTION_TEMPLATE)
+    p.add_argument("--answer-template", default=DEFAULT_ANSWER_TEMPLATE)
+    p.add_argument("--prompt-style", default="t5_chat")
+    p.add_argument("--score", choices=("exp-mean-ce", "first-token"), default="exp-mean-ce",
+                   help="exp-mean-ce: the published VQAScore; first-token: P(first answer token)")  # fmt: skip
+    p.add_argument("--full-vocab", action="store_true", help="softmax over all embedding rows (not published)")
+    p.add_argument("--shard", default="0/1", help="i/n: score only the i-th of n disjoint groups of images")
+    p.add_argument("--workers", type=int, default=4, help="image loading threads")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("merge-scores", help="merge shard outputs of `score` in the order of the pairs file")
+    p.add_argument("--pairs", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("shards", nargs="+")
+    p.set_defaults(func=cmd_merge_scores)
+
+    p = sub.add_parser("benchmark-pairs", help="the (image, text) pairs a benchmark needs scored, as JSONL")
+    p.add_argument("benchmark")
+    p.add_argument("--root", required=True, help="the benchmark's folder (images relative to it)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_benchmark_pairs)
+
+    p = sub.add_parser("evaluate", help="a benchmark's metrics from scored pairs")
+    p.add_argument("--benchmark", required=True)
+    p.add_argument("--root", required=True, help="the benchmark's folder")
+    p.add_argument("--scores", required=True, help="output of `score` on the benchmark's pairs")
+    p.add_argument("--model", required=True, help="model name recorded in the metrics")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tables", help="the paper's tables (CSV, Markdown, LaTeX) beside the published numbers")
+    p.add_argument("metrics", nargs="+", help="metrics JSON files of `evaluate`")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--compare", nargs="*", default=[], help="MODEL=PUBLISHED_ROW: add a delta row")
+    p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("variants", help="list the named model variants (JSON lines)")
     p.set_defaults(func=cmd_variants)

@@ -129,8 +129,8 @@ class Collator:
         self.model_max_length = model_max_length
 
     def __call__(self, samples: list[dict]) -> dict:
-        input_ids = _pad([s["input_ids"] for s in samples], self.pad_token_id)[:, : self.model_max_length]
-        labels = _pad([s["labels"] for s in samples], IGNORE_INDEX)[:, : self.model_max_length]
+        input_ids = pad_rows([s["input_ids"] for s in samples], self.pad_token_id)[:, : self.model_max_length]
+        labels = pad_rows([s["labels"] for s in samples], IGNORE_INDEX)[:, : self.model_max_length]
         return {
             "input_ids": input_ids,
             "attention_mask": (input_ids != self.pad_token_id).long(),
@@ -140,7 +140,8 @@ class Collator:
         }
 
 
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
+    """Right-pad lists of token ids into one LongTensor."""
     out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
     for i, row in enumerate(rows):
         out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)

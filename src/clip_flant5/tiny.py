@@ -57,6 +57,7 @@ def tokenizer_corpus(n_sentences: int = 6000) -> list[str]:
     """A fixed English-like corpus: the prompt strings, shape captions and random word sequences."""
     rng = random.Random(0)
     lines = [SYSTEM, DEFAULT_QUESTION_TEMPLATE, "USER: ASSISTANT:", "".join(map(chr, range(32, 127)))]
+    lines += ["Yes", "No", "Yes.", "No."] * 200  # one piece each, as in FlanT5: VQAScore's answer is "Yes" + </s>
     for _ in range(n_sentences):
         lines.append(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 16))).capitalize() + ".")
     return lines

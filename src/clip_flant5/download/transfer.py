@@ -1,0 +1,278 @@
+"""Resumable, verified HTTP(S) downloads: `download_url` and the `.part` file it resumes with a Range request.
+
+An HTML page where a file was expected (a Google Drive quota or virus-scan page, a login page) is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..sources import LockEntry
+from .errors import (
+    _CHECKSUM_HINT,
+    ChecksumError,
+    DownloadError,
+    DownloadTimeout,
+    HTTPStatusError,
+    NotAFileError,
+    SizeMismatchError,
+)
+from .files import _move_aside
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "clip-flant5-downloader/1 (+https://github.com/linzhiqiu/CLIP-FlanT5)"
+RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    read_timeout: float = 60.0  # seconds without any byte before a connection counts as dead (then: retry)
+    total_timeout: float | None = 24 * 3600.0  # per file; the .part is kept, so a rerun resumes
+    retries: int = 8  # consecutive failed attempts; an attempt that received bytes resets the count
+    backoff: float = 2.0  # first wait in seconds, doubled after every failed attempt
+    max_backoff: float = 120.0
+    chunk_size: int = 1 << 20
+    progress: bool = True
+    hf_cache_dir: str | os.PathLike | None = None  # None: R/downloads/.hf-cache (same disk: hard links, no quota)
+
+
+class _Partial:
+    """The `.part` file being written, its running sha256, and the validators (ETag, Last-Modified, total size)
+    of the response it came from, kept in `<part>.json` so that a resumed request can ask `If-Range`: a file
+    changed upstream between two attempts is then restarted from zero instead of being spliced."""
+
+    def __init__(self, part: Path):
+        self.path, self.meta_path = part, part.with_name(part.name + ".json")
+        self.hasher, self.size = hashlib.sha256(), 0
+        if part.exists():
+            with part.open("rb") as fh:  # rehash what an earlier run left, once, so it can be extended
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    self.hasher.update(block)
+                    self.size += len(block)
+        try:
+            self.meta = json.loads(self.meta_path.read_text())
+        except (OSError, ValueError):
+            self.meta = {}
+
+    def reset(self) -> None:
+        self.path.write_bytes(b"")
+        self.hasher, self.size, self.meta = hashlib.sha256(), 0, {}
+        self.meta_path.unlink(missing_ok=True)
+
+    def remember(self, headers, total: int | None) -> None:
+        etag = headers.get("ETag")
+        self.meta = {
+            "etag": etag if etag and not etag.startswith("W/") else None,
+            "last_modified": headers.get("Last-Modified"),
+            "total": total,
+        }
+        self.meta_path.write_text(json.dumps(self.meta))
+
+    def if_range(self) -> str | None:
+        return self.meta.get("etag") or self.meta.get("last_modified")
+
+    def append(self, fh, chunk: bytes) -> None:
+        fh.write(chunk)
+        self.hasher.update(chunk)
+        self.size += len(chunk)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.meta_path.unlink(missing_ok=True)
+
+
+class _Transient(Exception):
+    """A failure worth retrying (with a Range request for what is missing)."""
+
+
+def download_url(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    expected_sha256: str | None = None,
+    expected_size: int | None = None,
+    options: FetchOptions = FetchOptions(),
+    label: str | None = None,
+    manual_hint: str = "",
+) -> LockEntry:
+    """Download `url` to `dest` through `dest.part`, resuming a partial file, retrying transient failures.
+
+    `dest` appears only if the size (Content-Length, `expected_size`) and the sha256 (`expected_sha256`) match;
+    returns its sha256 and size. Raises HTTPStatusError (4xx), DownloadError (gave up after the retries: 5xx,
+    connection errors, read timeouts), DownloadTimeout (`total_timeout`; the .part is kept for a rerun),
+    NotAFileError (an HTML page instead of the file), SizeMismatchError or ChecksumError (the bytes go to
+    `dest.bad`)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    job = _Download(url, _Partial(dest.with_name(dest.name + ".part")), expected_size, options, manual_hint)
+    job.run(label or dest.name)
+    return _finish(job.part, dest, label or dest.name, expected_sha256, expected_size, url)
+
+
+@dataclass
+class _Download:
+    url: str
+    part: _Partial
+    expected_size: int | None
+    options: FetchOptions
+    manual_hint: str
+
+    def run(self, label: str) -> None:
+        part, opts = self.part, self.options
+        if self.expected_size is not None and part.size > self.expected_size:
+            part.reset()  # longer than the file can be: not a prefix of it
+        self.deadline = time.monotonic() + opts.total_timeout if opts.total_timeout else None
+        bar_args = dict(unit="B", unit_scale=True, unit_divisor=1024, desc=label, leave=False)
+        failures = 0
+        with tqdm(total=self.expected_size, initial=part.size, disable=not opts.progress, **bar_args) as self.bar:
+            while self.expected_size is None or part.size < self.expected_size:  # (a complete part needs no request)
+                before = part.size
+                try:
+                    total = self._attempt()
+                    if total is not None and part.size < total:
+                        raise _Transient(f"connection closed after {part.size} of {total} bytes")
+                    return
+                except _Transient as err:
+                    failures = 1 if part.size > before else failures + 1  # progress earns a fresh retry budget
+                    if failures > opts.retries:
+                        raise DownloadError(
+                            f"giving up on {self.url} after {failures} failed attempts; last error: {err}. "
+                            f"Rerun to resume from byte {part.size}. {self.manual_hint}".rstrip()
+                        ) from err
+                    wait = min(opts.backoff * 2 ** (failures - 1), opts.max_backoff)
+                    if self.deadline is not None and time.monotonic() + wait > self.deadline:
+                        raise self._timeout() from err
+                    log.warning("%s: %s; retry %d of %d in %.1f s", label, err, failures, opts.retries, wait)
+                    time.sleep(wait)
+
+    def _attempt(self) -> int | None:
+        """One request. Appends to the part; returns the full size if the server told it."""
+        part = self.part
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if part.size:
+            headers["Range"] = f"bytes={part.size}-"
+            if validator := part.if_range():
+                headers["If-Range"] = validator  # changed upstream since? then a 200 with the whole new file
+        request = urllib.request.Request(self.url, headers=headers)
+        try:
+            resp = urllib.request.urlopen(request, timeout=self.options.read_timeout)
+        except urllib.error.HTTPError as err:
+            with err:
+                if err.code == 416 and part.size:
+                    return _range_not_satisfiable(part, err.headers.get("Content-Range"))
+                if err.code in RETRY_STATUS or err.code >= 500:
+                    raise _Transient(f"HTTP {err.code} {err.reason}") from err
+                raise HTTPStatusError(self.url, err.code, str(err.reason), self.manual_hint) from err
+        except (OSError, http.client.HTTPException) as err:  # URLError, refused, reset, timeout, bad status line
+            raise _Transient(f"{type(err).__name__}: {getattr(err, 'reason', err)}") from err
+        with resp:
+            total = self._check_response(resp)
+            part.remember(resp.headers, total)
+            self.bar.total, self.bar.n = total, part.size
+            self.bar.refresh()
+            with part.path.open("ab") as fh:
+                while True:
+                    if self.deadline is not None and time.monotonic() > self.deadline:
+                        raise self._timeout()
+                    try:
+                        chunk = resp.read1(self.options.chunk_size)  # what has arrived: frequent deadline checks
+                    except (OSError, http.client.HTTPException) as err:
+                        raise _Transient(f"{type(err).__name__} while reading: {err}") from err
+                    if not chunk:
+                        return total
+                    if part.size == 0 and chunk.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
+                        _refuse_html("text/html", self.url, self.manual_hint)  # whatever the Content-Type said
+                    part.append(fh, chunk)
+                    self.bar.update(len(chunk))
+
+    def _check_response(self, resp) -> int | None:
+        """Decide, from the status and headers, where the body goes; returns the full size if known."""
+        part = self.part
+        _refuse_html(resp.headers.get("Content-Type", ""), self.url, self.manual_hint)
+        if resp.status == 206:
+            start, total = _content_range(resp.headers.get("Content-Range"))
+            if start != part.size:  # not the range asked for: start over rather than splice
+                part.reset()
+                raise _Transient(f"server sent bytes from {start} instead of {part.size}; restarting")
+        elif resp.status == 200:
+            if part.size:
+                log.info("%s ignored the Range request (or the file changed): restarting from zero", self.url)
+                part.reset()  # never append a full body to a prefix
+            length = resp.headers.get("Content-Length", "")
+            total = int(length) if length.isdigit() else None
+        else:
+            raise DownloadError(f"unexpected HTTP status {resp.status} from {self.url}")
+        if total is not None and self.expected_size is not None and total != self.expected_size:
+            raise SizeMismatchError(
+                f"{self.url} reports {total} bytes but {self.expected_size} are expected (lock or manifest): the file "
+                "changed upstream or the link is wrong; nothing more was downloaded"
+            )
+        if total is not None and part.meta.get("total") not in (None, total):
+            part.reset()  # the file changed size upstream since the part was started
+            raise _Transient("the remote file changed size since the download started; restarting")
+        return total
+
+    def _timeout(self) -> DownloadTimeout:
+        return DownloadTimeout(
+            f"total timeout reached while downloading {self.url}; {self.part.size} bytes are kept in "
+            f"{self.part.path}, rerun to resume"
+        )
+
+
+def _range_not_satisfiable(part: _Partial, content_range: str | None) -> int | None:
+    """416 on resume: the part already holds everything (done) or more than the file (start over)."""
+    total = None
+    if content_range and content_range.startswith("bytes */") and content_range[8:].isdigit():
+        total = int(content_range[8:])
+    if total is not None and part.size == total:
+        return total
+    part.reset()
+    raise _Transient(f"HTTP 416 for a part of {part.size} bytes (remote size {total}); restarting from zero")
+
+
+def _content_range(value: str | None) -> tuple[int, int | None]:
+    try:
+        unit, spec = value.split(" ", 1)
+        span, total = spec.split("/", 1)
+        if unit == "bytes":
+            return int(span.split("-", 1)[0]), None if total == "*" else int(total)
+    except (AttributeError, ValueError):
+        pass
+    raise _Transient(f"invalid Content-Range {value!r}")
+
+
+def _refuse_html(content_type: str, url: str, manual_hint: str) -> None:
+    if content_type.split(";")[0].strip().lower() == "text/html":
+        raise NotAFileError(
+            f"{url} answered an HTML page instead of the file (a quota, virus-scan or login page, "
+            f"or a dead link). {manual_hint}".rstrip()
+        )
+
+
+def _finish(part: _Partial, dest: Path, label: str, sha256: str | None, size: int | None, src: str) -> LockEntry:
+    actual = LockEntry(part.hasher.hexdigest(), part.size)
+    if size is not None and actual.size != size:
+        bad = _move_aside(part.path, dest)
+        part.discard()
+        raise SizeMismatchError(
+            f"size mismatch for {label} from {src}: expected {size} bytes, got {actual.size}; "
+            f"the rejected file was moved to {bad}"
+        )
+    if sha256 is not None and actual.sha256 != sha256:
+        bad = _move_aside(part.path, dest)
+        part.discard()
+        raise ChecksumError(label, sha256, actual.sha256, bad, _CHECKSUM_HINT)
+    os.replace(part.path, dest)
+    part.discard()
+    return actual

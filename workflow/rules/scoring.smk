@@ -1,0 +1,86 @@
+rule benchmark_pairs:
+    input:
+        ready=benchmark_ready,
+    output:
+        pairs="results/benchmarks/{benchmark}/pairs.jsonl",
+    log:
+        "logs/benchmarks/{benchmark}/pairs.log",
+    conda:
+        "../../envs/score.yaml"
+    params:
+        root=benchmark_root,
+    shell:
+        "clip-flant5 benchmark-pairs {wildcards.benchmark} --root {params.root} --out {output.pairs} > {log} 2>&1"
+
+
+rule score:
+    input:
+        unpack(scored_checkpoint_inputs),
+        pairs="results/benchmarks/{benchmark}/pairs.jsonl",
+    output:
+        scores="results/scores/{scored}/{benchmark}/shard-{i}-of-{n}.jsonl",
+    log:
+        "logs/scores/{scored}/{benchmark}/shard-{i}-of-{n}.log",
+    benchmark:
+        "logs/scores/{scored}/{benchmark}/shard-{i}-of-{n}.benchmark.tsv"
+    conda:
+        "../../envs/score.yaml"
+    params:
+        args=score_args,
+        root=benchmark_root,
+    shell:
+        "clip-flant5 score {params.args} --pairs {input.pairs} --image-root {params.root} "
+        "--shard {wildcards.i}/{wildcards.n} --out {output.scores} > {log} 2>&1"
+
+
+rule merge_scores:
+    input:
+        pairs="results/benchmarks/{benchmark}/pairs.jsonl",
+        shards=score_shards,
+    output:
+        scores="results/scores/{scored}/{benchmark}.jsonl",
+    log:
+        "logs/scores/{scored}/{benchmark}.merge.log",
+    conda:
+        "../../envs/score.yaml"
+    shell:
+        "clip-flant5 merge-scores --pairs {input.pairs} --out {output.scores} {input.shards} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        scores="results/scores/{scored}/{benchmark}.jsonl",
+        ready=benchmark_ready,
+    output:
+        metrics="results/metrics/{scored}/{benchmark}.json",
+    log:
+        "logs/metrics/{scored}/{benchmark}.log",
+    conda:
+        "../../envs/score.yaml"
+    params:
+        root=benchmark_root,
+    shell:
+        "clip-flant5 evaluate --benchmark {wildcards.benchmark} --root {params.root} --scores {input.scores} "
+        "--model {wildcards.scored} --out {output.metrics} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        metrics=metrics_targets(),
+    output:
+        tables=TABLES,
+        plot="results/tables/main.png",
+    log:
+        "logs/tables.log",
+    conda:
+        "../../envs/tables.yaml"
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.plot),
+        compare=compare_args(),
+    shell:
+        "clip-flant5 tables {input.metrics} --out-dir {params.out_dir} {params.compare} > {log} 2>&1"
+
+
+rule scores:
+    input:
+        metrics_targets(),

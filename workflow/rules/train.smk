@@ -1,0 +1,59 @@
+# Declared outputs are the final artefacts only: resumable trainer checkpoints live in
+# results/work/<model>/<stage>, which Snakemake never deletes, so a rerun resumes.
+
+
+rule train_stage1:
+    input:
+        model="results/models/{model}/untrained",
+        data="results/data/stage1.json",
+    output:
+        model=directory("results/models/{model}/stage1"),
+    log:
+        "logs/models/{model}/stage1.log",
+    benchmark:
+        "logs/models/{model}/stage1.benchmark.tsv"
+    conda:
+        "../../envs/train.yaml"
+    params:
+        launch=launcher("stage1"),
+        settings=train_settings("stage1"),
+        image_root=image_root("stage1"),
+        work="results/work/{model}/stage1",
+    shell:
+        "{params.launch} train --stage 1 --model {input.model} --data {input.data} "
+        "--image-root {params.image_root} --output {output.model} --work-dir {params.work} "
+        "--settings '{params.settings}' > {log} 2>&1"
+
+
+rule train_stage2:
+    input:
+        model="results/models/{model}/untrained",
+        projector="results/models/{model}/stage1",
+        data="results/data/stage2.json",
+    output:
+        model=directory("results/models/{model}/stage2"),
+    log:
+        "logs/models/{model}/stage2.log",
+    benchmark:
+        "logs/models/{model}/stage2.benchmark.tsv"
+    conda:
+        "../../envs/train.yaml"
+    params:
+        launch=launcher("stage2"),
+        settings=train_settings("stage2"),
+        image_root=image_root("stage2"),
+        work="results/work/{model}/stage2",
+    shell:
+        "{params.launch} train --stage 2 --model {input.model} --projector {input.projector} "
+        "--data {input.data} --image-root {params.image_root} --output {output.model} "
+        "--work-dir {params.work} --settings '{params.settings}' > {log} 2>&1"
+
+
+rule stage1:
+    input:
+        model_targets("stage1"),
+
+
+rule stage2:
+    input:
+        model_targets("stage2"),
