@@ -53,12 +53,13 @@ def load(out: Path, rel: str):
 
 def parse_ref(text: str) -> dict:
     m = re.fullmatch(r"an? (?:(small|large) )?(\w+) (\w+)", text)
-    assert m and m[2] in COLORS and m[3] in SHAPES, text
+    assert m and m[2] in COLORS and (m[3] in SHAPES or m[3] == "object"), text
     return {"size": m[1], "color": m[2], "shape": m[3]}
 
 
 def fits(obj: dict, ref: dict) -> bool:
-    return obj["color"] == ref["color"] and obj["shape"] == ref["shape"] and ref.get("size") in (None, obj["size"])
+    shape = ref["shape"] in ("object", obj["shape"])  # "a red object": any shape
+    return obj["color"] == ref["color"] and shape and ref.get("size") in (None, obj["size"])
 
 
 def beside(a: dict, b: dict, relation: str) -> bool:

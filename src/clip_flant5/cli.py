@@ -162,9 +162,16 @@ def cmd_evaluate(args) -> None:
     benchmark = get_benchmark(args.benchmark)
     rows = [json.loads(line) for line in Path(args.scores).read_text().splitlines()]
     scored = {(row["image"], row["text"]): row["score"] for row in rows}
-    result = benchmark.evaluate(Path(args.root), score_matrices(benchmark, Path(args.root), scored))
-    result = {"model": args.model, **result}
+    matrices = score_matrices(benchmark, Path(args.root), scored)
+    result = {"model": args.model, **benchmark.evaluate(Path(args.root), matrices)}
     write_json(args.out, result)
+    if args.plot:
+        from .tables import plot_correlation
+
+        if not hasattr(benchmark, "human_and_scores"):
+            raise ValueError(f"--plot: {benchmark.name} has no human ratings to plot against")
+        human, scores = benchmark.human_and_scores(Path(args.root), matrices)
+        plot_correlation(human, scores, f"{args.model} on {benchmark.name}", args.plot)
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}))
 
 
@@ -321,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", required=True, help="output of `score` on the benchmark's pairs")
     p.add_argument("--model", required=True, help="model name recorded in the metrics")
     p.add_argument("--out", required=True)
+    p.add_argument("--plot", help="correlation benchmarks: also draw score vs human rating (PNG)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("tables", help="the paper's tables (CSV, Markdown, LaTeX) beside the published numbers")

@@ -64,6 +64,30 @@ rule evaluate:
         "--model {wildcards.scored} --out {output.metrics} > {log} 2>&1"
 
 
+rule plot_correlation:
+    input:
+        scores="results/scores/{scored}/{benchmark}.jsonl",
+        ready=benchmark_ready,
+    output:
+        metrics="results/plots/{scored}/{benchmark}.json",
+        plot=report(
+            "results/plots/{scored}/{benchmark}.png",
+            caption="../report/correlation.rst",
+            category="Scores vs human ratings",
+        ),
+    log:
+        "logs/plots/{scored}/{benchmark}.log",
+    wildcard_constraints:
+        benchmark="tifa160|genai_bench_527|genai_bench_1600",
+    conda:
+        "../../envs/tables.yaml"
+    params:
+        root=benchmark_root,
+    shell:
+        "clip-flant5 evaluate --benchmark {wildcards.benchmark} --root {params.root} --scores {input.scores} "
+        "--model {wildcards.scored} --out {output.metrics} --plot {output.plot} > {log} 2>&1"
+
+
 rule tables:
     input:
         metrics=metrics_targets(),
@@ -84,3 +108,4 @@ rule tables:
 rule scores:
     input:
         metrics_targets(),
+        plot_targets(),

@@ -42,8 +42,16 @@ class Correlation(Benchmark):
     metric = "pairwise_accuracy"
 
     def score(self, items: list[Item], human: np.ndarray, matrices: list[np.ndarray]) -> dict:
-        metric = np.concatenate([m[:, 0] for m in matrices])
-        return correlation_metrics(human, metric)
+        return correlation_metrics(human, _per_image(matrices))
+
+    def human_and_scores(self, root: Path | str, scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(mean human rating, score) per image, for the score-vs-human plot."""
+        items, human = self.read(Path(root))
+        return human, _per_image(self.check_scores(items, scores))
+
+
+def _per_image(matrices: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([m[:, 0] for m in matrices])
 
 
 class TIFA160(Correlation):

@@ -101,6 +101,7 @@ class Training(Output):
         for ident, image, spec, _ in self.pictures(rng, "textvqa/train_images", textcaps):
             self.add("textcaps", ident, [(CAPTION_REQUEST, sentence(caption(spec, flip=rng.random() < 0.5)))], image)
         self.vqascore_records(rng, coco + gqa)
+        self.presence_records(rng, coco + gqa)
         self.ocr_vqa_records(rng)
         self.text_only_records(rng)
         if self.quirks:
@@ -160,6 +161,21 @@ class Training(Output):
                 text_spec = violate(spec, broken, rng) if rng.random() < 0.8 else random_spec(rng)
             question = VQASCORE_QUESTION.format(caption(text_spec, sizes=sizes, flip=rng.random() < 0.5))
             self.add("vqascore", ident, [(question, "Yes" if want else "No")], image)
+
+    def presence_records(self, rng: random.Random, pictures: list) -> None:
+        """VQAScore-form questions about one object ("a red star"): the grounding of colour and shape words a
+        model trained from scratch in CPU minutes can learn first; half are "No" (an absent colour/shape pair)."""
+        for k, (ident, image, _, scene) in enumerate(rng.choices(pictures, k=self.n(3200, 8))):
+            by_colour = k % 2 == 0  # half ask for a colour only ("a red object"), the easier half
+            present = {(o.color, "object" if by_colour else o.shape) for o in scene.objects}
+            if next(self.yes_no):
+                color, shape = rng.choice(sorted(present))
+            else:
+                shapes = ("object",) if by_colour else SHAPES
+                color, shape = rng.choice([(c, s) for c in COLORS for s in shapes if (c, s) not in present])
+            answer = "Yes" if (color, shape) in present else "No"
+            question = VQASCORE_QUESTION.format(Ref(color, shape).phrase())
+            self.add("presence", ident, [(question, answer)], image)
 
     def ocr_vqa_records(self, rng: random.Random) -> None:
         """Book covers. The JSON names every image <id>.jpg, but a third exist only as .gif and a third as .png."""
