@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +71,8 @@ class VQAScorer:
         self.device = next(model.parameters()).device
         self.vocab = model.config.vocab_size if settings.full_vocab else len(tokenizer)
         self._prompts: dict[str, list[int]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._loader: ThreadPoolExecutor | None = None
 
     def prompt_ids(self, text: str) -> list[int]:
         if text not in self._prompts:
@@ -83,15 +85,22 @@ class VQAScorer:
 
     def load_images(self, paths: list[Path]) -> torch.Tensor:
         size, aspect = self.model.vision_tower.image_size, self.model.config.image_aspect_ratio
-        with ThreadPoolExecutor(self.settings.workers) as pool:
-            pixels = list(pool.map(lambda p: load_and_preprocess(p, size, aspect), paths))
-        return torch.stack(pixels)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.settings.workers)
+        return torch.stack(list(self._pool.map(lambda p: load_and_preprocess(p, size, aspect), paths)))
+
+    def prefetch(self, paths: list[Path]) -> Future:
+        """Load images in the background (the next chunk's, while the model works on this one)."""
+        if self._loader is None:
+            self._loader = ThreadPoolExecutor(1)
+        return self._loader.submit(self.load_images, paths)
 
     @torch.inference_mode()
-    def score_chunk(self, images: list[Path], pairs: list[tuple[int, str]]) -> list[float]:
+    def score_chunk(self, images: list[Path] | Future, pairs: list[tuple[int, str]]) -> list[float]:
         """Scores of (index into `images`, text) pairs; each image is encoded once."""
         dtype = next(self.model.mm_projector.parameters()).dtype
-        features = self.model.get_image_features(self.load_images(images).to(self.device, dtype))
+        pixels = images.result() if isinstance(images, Future) else self.load_images(images)
+        features = self.model.get_image_features(pixels.to(self.device, dtype))
         order = sorted(range(len(pairs)), key=lambda k: len(self.prompt_ids(pairs[k][1])))
         scores = [0.0] * len(pairs)
         for start in range(0, len(order), self.settings.batch_size):
@@ -138,20 +147,33 @@ def score_pairs(
         by_image.setdefault(pair["image"], []).append(k)
     scores: list[float | None] = [None] * len(pairs)
     chunk = scorer.settings.images_per_chunk
-    bar = tqdm(total=len(pairs), unit="pair", disable=not progress, desc="VQAScore")
+    chunks = []  # (part file, image names, (image index, pair index) members, saved scores or None)
     for number, start in enumerate(range(0, len(images), chunk)):
         names = images[start : start + chunk]
         members = [(j, k) for j, name in enumerate(names) for k in by_image[name]]
         part = parts / f"chunk-{number:06d}.json"
-        saved = _read_part(part, [(names[j], pairs[k]["text"]) for j, k in members])
-        if saved is None:
-            saved = scorer.score_chunk([root / n for n in names], [(j, pairs[k]["text"]) for j, k in members])
-            _write_part(part, [(names[j], pairs[k]["text"]) for j, k in members], saved)
+        chunks.append((part, names, members, _read_part(part, _keys(names, members, pairs))))
+    todo = [i for i, c in enumerate(chunks) if c[3] is None]
+    load = {i: None for i in todo}
+    bar = tqdm(total=len(pairs), unit="pair", disable=not progress, desc="VQAScore")
+    for n, i in enumerate(todo):
+        for j in todo[n : n + 2]:  # this chunk's images, and the next one's loading meanwhile
+            load[j] = load[j] or scorer.prefetch([root / name for name in chunks[j][1]])
+        part, names, members, _ = chunks[i]
+        saved = scorer.score_chunk(load.pop(i), [(j, pairs[k]["text"]) for j, k in members])
+        _write_part(part, _keys(names, members, pairs), saved)
+        chunks[i] = (part, names, members, saved)
+        bar.update(len(members))
+    bar.update(len(pairs) - bar.n)
+    for _, _, members, saved in chunks:
         for (_, k), value in zip(members, saved, strict=True):
             scores[k] = value
-        bar.update(len(members))
     bar.close()
     return scores
+
+
+def _keys(names: list[str], members: list[tuple[int, int]], pairs: list[dict]) -> list[tuple[str, str]]:
+    return [(names[j], pairs[k]["text"]) for j, k in members]
 
 
 def _read_part(path: Path, keys: list[tuple[str, str]]) -> list[float] | None:

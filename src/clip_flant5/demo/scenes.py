@@ -236,8 +236,9 @@ def violate(spec: Spec, broken: list[str], rng: random.Random) -> Spec:
 
 
 def claim(spec: Spec, sizes: bool = False) -> Spec:
-    """What a caption of `spec` claims: sizes count only when the caption names them."""
-    return spec if sizes else replace(spec, refs=tuple(replace(r, size="") for r in spec.refs))
+    """What a caption of `spec` claims: sizes count only when the caption names them (a count never does)."""
+    named = sizes and spec.kind != "count"
+    return spec if named else replace(spec, refs=tuple(replace(r, size="") for r in spec.refs))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -152,13 +152,13 @@ class Training(Output):
 
     def vqascore_records(self, rng: random.Random, pictures: list) -> None:
         """Single-turn records in the VQAScore question form: "Yes" for a caption of the picture, "No" for a
-        wrong one (mostly the picture's caption with one or two facts changed)."""
+        wrong one (half the picture's caption with one or two facts changed, half another picture's caption)."""
         for ident, image, spec, scene in rng.sample(pictures, min(len(pictures), self.n(800, 8))):
             want, sizes = next(self.yes_no), rng.random() < 0.3
             text_spec = spec
             while not want and holds(claim(text_spec, sizes), scene):
                 broken = rng.sample(facts(spec), rng.choice((1, 1, 2)))
-                text_spec = violate(spec, broken, rng) if rng.random() < 0.8 else random_spec(rng)
+                text_spec = violate(spec, broken, rng) if rng.random() < 0.5 else random_spec(rng)
             question = VQASCORE_QUESTION.format(caption(text_spec, sizes=sizes, flip=rng.random() < 0.5))
             self.add("vqascore", ident, [(question, "Yes" if want else "No")], image)
 
