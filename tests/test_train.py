@@ -108,6 +108,7 @@ def test_stage1_writes_the_projector_and_stage2_a_loadable_checkpoint(setup, tmp
                        untrained.vision_tower.vision_tower.post_layernorm.weight)  # fmt: skip
     assert (tmp_path / "s2/final/spiece.model").is_file()
     assert len(metrics(tmp_path / "s2/final/metrics.jsonl")) == 3
+    assert (tmp_path / "s2/final/loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_sigterm_then_rerun_equals_an_uninterrupted_run(setup, tmp_path):

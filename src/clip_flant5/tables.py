@@ -312,6 +312,26 @@ def plot_main(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return _savefig(fig, path)
 
 
+def plot_loss_curve(metrics_jsonl: str | os.PathLike, title: str, path: str | os.PathLike) -> Path:
+    """Training loss (and learning rate) per step from a trainer metrics log (the last entry of a step wins)."""
+    rows = {}
+    for line in Path(metrics_jsonl).read_text().splitlines():
+        row = json.loads(line)
+        rows[row["step"]] = row
+    steps = sorted(rows)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [rows[s]["loss"] for s in steps], lw=0.8, label="loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    if any(rows[s].get("learning_rate") is not None for s in steps):
+        lr = ax.twinx()
+        lr.plot(steps, [rows[s].get("learning_rate") or 0 for s in steps], color="gray", lw=0.8, ls="--")
+        lr.set_ylabel("learning rate", color="gray")
+    ax.set_title(title)
+    return _savefig(fig, path)
+
+
 def plot_correlation(human, scores, title: str, path: str | os.PathLike) -> Path:
     """Score vs mean human rating, one point per image, with Pearson r and Kendall tau-b in the title."""
     import numpy as np

@@ -280,3 +280,6 @@ def write_training_record(work: Path, output: Path, stage, settings, per_device,
     metrics = work / "metrics.jsonl"
     if metrics.is_file():
         (output / "metrics.jsonl").write_text(metrics.read_text())
+        from .tables import plot_loss_curve
+
+        plot_loss_curve(metrics, f"stage {stage} ({output.parent.name})", output / "loss.png")
