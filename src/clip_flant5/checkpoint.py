@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModel, T5Config
 from transformers.utils import logging as hf_logging
 
+from .atomic import atomic_dir, atomic_path, write_json
 from .model import CLIPT5Config, CLIPT5ForConditionalGeneration
 
 CONFIG_NAME = "config.json"
@@ -202,25 +202,19 @@ def save_model(
     `state_dict` replaces the model's own (e.g. weights gathered from ZeRO-3 shards).
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(out_dir)
-    try:
+    with atomic_dir(out_dir) as tmp:
         overrides = {
             "model_type": "t5",
             "architectures": [type(model).__name__],
             "torch_dtype": str(dtype or model.dtype).removeprefix("torch."),
             **(config_overrides or {}),
         }
-        _write_json(tmp / CONFIG_NAME, config_for_disk(model.config, **overrides))
+        write_json(tmp / CONFIG_NAME, config_for_disk(model.config, **overrides))
         model.generation_config.to_json_file(tmp / "generation_config.json")
         weights = published_state_dict(state_dict if state_dict is not None else model.state_dict(), dtype)
         write_weights(weights, tmp, fmt=fmt, max_shard_size=max_shard_size)
         if tokenizer_dir is not None:
             copy_tokenizer(tokenizer_dir, tmp)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -306,9 +300,10 @@ def save_projector(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = {f"mm_projector.{k}": v.detach().to(dtype).clone() for k, v in model.mm_projector.state_dict().items()}
-    _atomic(out_dir / PROJECTOR_NAME, lambda p: torch.save(weights, p))
+    with atomic_path(out_dir / PROJECTOR_NAME) as tmp:
+        torch.save(weights, tmp)
     overrides = {"model_type": "t5", "architectures": [type(model).__name__], **config_overrides}
-    _write_json(out_dir / CONFIG_NAME, config_for_disk(model.config, **overrides))
+    write_json(out_dir / CONFIG_NAME, config_for_disk(model.config, **overrides))
     return out_dir / PROJECTOR_NAME
 
 
@@ -345,46 +340,3 @@ def _quiet_transformers():
         yield
     finally:
         hf_logging.set_verbosity(level)
-
-
-# -- atomic file helpers ------------------------------------------------------------------------------
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        tmp.chmod(0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_json(path: Path, data) -> None:
-    _atomic(path, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
-
-
-def make_temp_dir(target: Path) -> Path:
-    """A sibling temp folder to build `target` in; readable like any folder (mkdtemp makes it 0700)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    tmp.chmod(0o777 & ~_umask())
-    return tmp
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def replace_dir(tmp: Path, target: Path) -> None:
-    """Move a finished temp folder into place, replacing `target`; files get the usual permissions."""
-    for f in tmp.rglob("*"):
-        if f.is_file():
-            f.chmod(0o666 & ~_umask())
-    if target.exists():
-        old = target.with_name(f".{target.name}.old{os.getpid()}")
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)

@@ -75,7 +75,7 @@ def cmd_fetch(args) -> None:
     for path in paths:
         print(path)
     if args.record:  # what the workflow declares as the fetch's output (the data itself is never deleted)
-        from .flatten import write_json
+        from .atomic import write_json
 
         write_json(args.record, {"source": args.source, "provides": [str(p) for p in paths]})
 
@@ -96,7 +96,7 @@ def cmd_make_demo_data(args) -> None:
 
 
 def cmd_fix_ocrvqa(args) -> None:
-    from .flatten import write_json
+    from .atomic import write_json
     from .ocrvqa import fix_ocrvqa
 
     summary = fix_ocrvqa(args.folder, jobs=args.jobs, keep_going=args.keep_going)
@@ -156,8 +156,8 @@ def cmd_benchmark_pairs(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    from .atomic import write_json
     from .benchmarks import get_benchmark, score_matrices
-    from .flatten import write_json
 
     benchmark = get_benchmark(args.benchmark)
     rows = [json.loads(line) for line in Path(args.scores).read_text().splitlines()]

@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 
+from .atomic import atomic_path, write_json
 from .prompts import IMAGE_TOKEN, has_image
 
 MODES = ("faithful", "corrected")
@@ -139,19 +140,11 @@ def iter_json_array(path: str | os.PathLike, *, chunk_size: int = CHUNK_SIZE) ->
 @contextlib.contextmanager
 def _atomic_text(path: str | os.PathLike):
     """Open a temp file next to `path` for writing; it replaces `path` only if the block succeeds."""
-    path = os.fspath(path)
-    folder, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         # backslashreplace: a lone surrogate (valid in JSON via "\ud800", not encodable in UTF-8) is written
         # as that same escape, so ensure_ascii=False output reads back identically.
         with open(tmp, "w", encoding="utf-8", errors="backslashreplace", newline="\n", buffering=1 << 20) as file:
             yield file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager
@@ -168,13 +161,6 @@ def atomic_json_array(path: str | os.PathLike) -> Iterator[Callable[[object], No
         file.write("[")
         yield write
         file.write("\n]\n")
-
-
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Write a small JSON document (a report) atomically."""
-    with _atomic_text(path) as file:
-        json.dump(obj, file, indent=2, ensure_ascii=False)
-        file.write("\n")
 
 
 def _turns(record) -> tuple[list, bool]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .atomic import write_json, write_jsonl
 from .data import pad_rows
 from .images import load_and_preprocess
 from .prompts import (
@@ -185,20 +186,12 @@ def _read_part(path: Path, keys: list[tuple[str, str]]) -> list[float] | None:
 
 
 def _write_part(path: Path, keys: list[tuple[str, str]], scores: list[float]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pairs": keys, "scores": scores}))
-    os.replace(tmp, path)
+    write_json(path, {"pairs": keys, "scores": scores}, indent=None)
 
 
 def write_pairs(rows: list[dict], out: str | os.PathLike) -> None:
     """JSON lines, atomically."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
+    write_jsonl(out, rows)
 
 
 def write_scores(pairs: list[dict], scores: list[float], out: str | os.PathLike) -> None:

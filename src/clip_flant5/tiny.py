@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import random
-import shutil
 from pathlib import Path
 
 import sentencepiece as spm
@@ -24,7 +23,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from .checkpoint import config_for_disk, make_temp_dir, replace_dir, write_weights
+from .atomic import atomic_dir
+from .checkpoint import config_for_disk, write_weights
 from .images import CLIP_MEAN, CLIP_STD
 from .prompts import DEFAULT_QUESTION_TEMPLATE, SYSTEM
 
@@ -130,18 +130,13 @@ def build_language(out_dir: Path, seed: int, vocab_size: int, d_model: int = 64)
 def make_tiny_base(out: str | Path, seed: int = 0) -> Path:
     """Write `out/vision` (tiny CLIP) and `out/language` (tiny FlanT5 + tokenizer), atomically."""
     out = Path(out)
-    tmp = make_temp_dir(out)
-    try:
+    with atomic_dir(out) as tmp:
         (tmp / "vision").mkdir()
         (tmp / "language").mkdir()
         build_vision(tmp / "vision", seed)
         n_tokens = build_tokenizer(tmp / "language")
         vocab = -(-n_tokens // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
         build_language(tmp / "language", seed, vocab_size=vocab)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

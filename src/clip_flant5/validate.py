@@ -16,7 +16,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .flatten import atomic_json_array, iter_json_array, write_json
+from .atomic import write_json
+from .flatten import atomic_json_array, iter_json_array
 from .images import load_image
 from .prompts import has_image
 

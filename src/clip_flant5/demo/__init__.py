@@ -21,10 +21,8 @@ answers derived from a scene), `output` (writing files and scene records), `trai
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
+from ..atomic import atomic_dir
 from .benchmarks import GENAI_MODELS, TIFA_MODELS, Benchmarks
 from .scenes import BACKGROUNDS, COLORS, SHAPES
 from .training import Training
@@ -40,27 +38,8 @@ def make_demo_data(out_dir: str | os.PathLike, *, seed: int = 0, scale: float = 
     """
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        manifest = _Corpus(tmp, seed, scale, quirks).build()
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    tmp.chmod(0o755)
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old / "x")
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(out_dir) as tmp:
+        return _Corpus(tmp, seed, scale, quirks).build()
 
 
 class _Corpus(Training, Benchmarks):

@@ -7,20 +7,12 @@ import json
 import random
 from dataclasses import replace
 
+from ..benchmarks.correlation import GENAI_MODELS, TIFA_MODELS
 from .output import Output
 from .scenes import BACKGROUNDS, Spec, caption, claim, facts, holds, make_scene, random_spec, sentence, violate
 
-GENAI_MODELS = ("DALLE_3", "SDXL_Turbo", "DeepFloyd_I_XL_v1", "Midjourney_6", "SDXL_2_1", "SDXL_Base")
 # Chance that a generator gets each fact of a prompt wrong (its human ratings follow).
 GENAI_ERROR = dict(zip(GENAI_MODELS, (0.05, 0.3, 0.28, 0.12, 0.35, 0.22), strict=True))
-# TIFA160 generators: the name in dsg_tifa160_anns.csv -> the name in tifa160.json keys and image files.
-TIFA_MODELS = {
-    "mini-dalle": "mini_dalle",
-    "vq-diffusion": "vq_diffusion",
-    "sd1dot1": "stable_diffusion_v1_1",
-    "sd1dot5": "stable_diffusion_v1_5",
-    "sd2dot1": "stable_diffusion_v2_1",
-}
 TIFA_ERROR = {"mini-dalle": 0.4, "vq-diffusion": 0.3, "sd1dot1": 0.25, "sd1dot5": 0.15, "sd2dot1": 0.1}
 TIFA_QUESTION = "How consistent is the image with the text description?"
 
