@@ -65,8 +65,7 @@ def load_config(path: str | os.PathLike, vision_tower: str | None = None) -> CLI
             f"{config_file} has no mm_vision_tower: this is a plain T5 checkpoint, not CLIP-FlanT5 "
             "(build one with `clip-flant5 init-model`)"
         )
-    for key in ("model_type", "transformers_version", "architectures", "torch_dtype", "dtype"):
-        raw.pop(key, None)
+    raw = _without_file_metadata(raw)
     if vision_tower is not None:
         raw.update(mm_vision_tower=str(vision_tower), mm_vision_config=None)
     if not raw.get("mm_vision_config"):
@@ -283,10 +282,13 @@ def init_model(
 def load_t5_config(language: str) -> dict:
     """The base T5 config as a dict (local folder or hub id), keeping FlanT5's untied lm_head."""
     config = T5Config.from_pretrained(language)
-    data = config_for_disk(config)
-    for key in ("model_type", "transformers_version", "architectures", "torch_dtype"):
-        data.pop(key, None)
-    return data
+    return _without_file_metadata(config_for_disk(config))
+
+
+def _without_file_metadata(data: dict) -> dict:
+    """Config fields minus what describes the file rather than the model (set again when saving)."""
+    skip = ("model_type", "transformers_version", "architectures", "torch_dtype", "dtype")
+    return {k: v for k, v in data.items() if k not in skip}
 
 
 # -- stage-1 projector --------------------------------------------------------------------------------

@@ -70,9 +70,9 @@ def validation_inputs(wildcards):
     return inputs
 
 
-def validation_paths(wildcards):
+def stage_paths(stage):
     """(records JSON, image root) of a training stage's data."""
-    if wildcards.stage == "stage1":
+    if stage == "stage1":
         return (
             f"{TRAIN_ROOT}/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json",
             f"{TRAIN_ROOT}/LLaVA-Pretrain/images",
@@ -80,8 +80,12 @@ def validation_paths(wildcards):
     return flattened_json(), TRAIN_ROOT
 
 
+def validation_paths(wildcards):
+    return stage_paths(wildcards.stage)
+
+
 def image_root(stage):
-    return validation_paths(type("W", (), {"stage": stage}))[1]
+    return stage_paths(stage)[1]
 
 
 def flag(name, on):
