@@ -4,6 +4,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -39,3 +40,11 @@ def upstream(monkeypatch) -> Path:
     relative to it, as the original tools resolved it."""
     monkeypatch.chdir(FIXTURE)
     return FIXTURE
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A copy of the workflow (Snakemake locks its working directory and writes results/ there)."""
+    for name in ("workflow", "config", "envs", "profiles"):
+        shutil.copytree(Path(__file__).resolve().parents[1] / name, tmp_path / name)
+    return tmp_path

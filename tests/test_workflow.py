@@ -2,7 +2,7 @@
 
 import json
 import os
-import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,14 +27,6 @@ def snakemake(workdir, *args, timeout=600):
         text=True,
         timeout=timeout,
     )
-
-
-@pytest.fixture
-def workdir(tmp_path):
-    """A copy of the workflow (Snakemake locks its working directory and writes results/ there)."""
-    for name in ("workflow", "config", "envs"):
-        shutil.copytree(REPO / name, tmp_path / name)
-    return tmp_path
 
 
 def test_dry_run_and_lint(workdir):
@@ -78,6 +70,15 @@ def test_demo_dag_runs_from_synthetic_data_to_the_tables(workdir):
     assert all((results / f"tables/{n}.{e}").is_file() for n in ("main", "genai_bench") for e in ("csv", "tex"))
     again = snakemake(workdir, "--cores", "2")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    # the report: tables, loss curves, score plots, the configuration and the data lock
+    report = snakemake(workdir, "--report", "report.html")
+    assert report.returncode == 0, report.stderr[-3000:]
+    added = re.findall(r"Adding (\S+) \(", report.stdout + report.stderr)
+    for name in ("main.csv", "main.png", "loss.png", "tifa160.png", "config.yaml", "sources.lock.json"):
+        assert name in added, (name, added)
+    assert added.count("loss.png") == 2  # stage 1 and stage 2
+    assert (workdir / "report.html").stat().st_size > 100_000
+    assert yaml.safe_load((results / "report/config.yaml").read_text())["models"]["tiny"]["seed"] == 0
 
 
 def test_paper_config_lists_the_real_jobs(workdir):

@@ -183,6 +183,19 @@ def cmd_tables(args) -> None:
         print(path)
 
 
+def cmd_check_devices(args) -> None:
+    from .atomic import write_json
+    from .devices import DeviceCheckError, check_devices
+
+    try:
+        report = check_devices(args.expect_gpus)
+    except DeviceCheckError as error:
+        raise SystemExit(f"check-devices: {error}") from None
+    print(json.dumps(report, indent=2))
+    if args.out:
+        write_json(args.out, report)
+
+
 def cmd_variants(args) -> None:
     from .variants import VARIANTS
 
@@ -336,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--compare", nargs="*", default=[], help="MODEL=PUBLISHED_ROW: add a delta row")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("check-devices", help="the GPUs this job sees (count, names, a matmul each, nvidia-smi)")
+    p.add_argument("--expect-gpus", type=int, required=True, help="fail unless torch sees exactly this many")
+    p.add_argument("--out", help="also write the report as JSON here")
+    p.set_defaults(func=cmd_check_devices)
 
     p = sub.add_parser("variants", help="list the named model variants (JSON lines)")
     p.set_defaults(func=cmd_variants)

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # A --configfile replaces the demo configuration instead of being merged into it (Snakemake merges nested
@@ -117,6 +118,20 @@ def init_model_args(wildcards):
     return " ".join(args)
 
 
+# Memory (MB) init_model needs to load the base models in bf16 and write the checkpoint (~4x the weights).
+INIT_MEMORY_MB = {
+    "clip-flant5-xxl": 96000,
+    "clip-flant5-xxl-no-split-text": 96000,
+    "clip-t5-xxl": 96000,
+    "clip-flant5-xl": 32000,
+    "tiny": 2000,
+}
+
+
+def init_memory_mb(wildcards):
+    return INIT_MEMORY_MB[MODELS[wildcards.model]["variant"]]
+
+
 def stage_config(model, stage):
     return MODELS[model].get(stage, {})
 
@@ -135,16 +150,152 @@ def stage_resources(model, stage):
     return stage_config(model, stage).get("resources", {})
 
 
-def launcher(stage):
-    """torchrun with one process per GPU; a plain process on CPU (the demo)."""
+# -- cluster resources ----------------------------------------------------------------------
 
-    def command(wildcards):
-        gpus = stage_resources(wildcards.model, stage).get("gpus", 0)
-        if gpus == 0:
-            return "DS_ACCELERATOR=cpu python -m clip_flant5"
+# Every resource a GPU job may set; a job leaves out (None) those that do not apply to it.
+CLUSTER_RESOURCE_KEYS = (
+    "gpu",
+    "gres",
+    "nodes",
+    "tasks",
+    "mpi",
+    "tasks_per_gpu",
+    "cpus_per_gpu",
+    "runtime",
+    "mem_mb",
+)
+# torchrun's c10d rendezvous port on the first node of a multi-node job (CLIP_FLANT5_RDZV_PORT overrides).
+RENDEZVOUS_PORT = 29500
+
+
+def cluster_resources(spec):
+    """The slurm executor plugin's resources for a config `resources` block.
+
+    One node: `gpu` (the plugin's total, --gpus) and one task; `tasks_per_gpu: 0` stops the plugin from starting
+    one copy of the job per GPU (its issues 316/459). Several nodes: one launcher task per node (`mpi: srun`,
+    `tasks` = nodes, `gres` per node); the rule's command starts torchrun on each node itself. Keys the config
+    leaves unset (runtime, mem_mb, cpus_per_gpu) are left to the partition's defaults.
+    """
+    gpus, nodes = spec.get("gpus", 0), spec.get("nodes", 1)
+    resources = {
+        "nodes": nodes,
+        "runtime": spec.get("runtime"),
+        "mem_mb": spec.get("mem_mb"),
+    }
+    if gpus:
+        resources.update(cpus_per_gpu=spec.get("cpus_per_gpu"), tasks_per_gpu=0)
+        if nodes > 1:
+            resources.update(mpi="srun", tasks=nodes, gres=f"gpu:{gpus}")
+        else:
+            resources["gpu"] = gpus
+    return resources
+
+
+def job_resources(spec_of, blocks):
+    """`resources:` of a rule whose config block is `spec_of(wildcards)`, one of `blocks` (name -> block).
+
+    Only keys some block sets are declared, so a rule without them keeps the profile's default-resources.
+    Snakemake cannot unset `runtime`/`mem_mb` for one job of a rule, hence all blocks set them or none does.
+    """
+    keys = {
+        key
+        for block in blocks.values()
+        for key, value in cluster_resources(block).items()
+        if value is not None
+    }
+    for key in ("runtime", "mem_mb"):
+        unset = [name for name, block in blocks.items() if key not in block]
+        if key in keys and unset:
+            raise WorkflowError(
+                f"config: `{key}` is set in some resources blocks but not in {', '.join(unset)}: "
+                f"set it in every one (or in none, to use the profile's default-resources)"
+            )
+
+    def value(key):
+        return lambda wildcards: cluster_resources(spec_of(wildcards)).get(key)
+
+    return {key: value(key) for key in CLUSTER_RESOURCE_KEYS if key in keys}
+
+
+def training_blocks(stages):
+    return {
+        f"models.{model}.{stage}.resources": stage_resources(model, stage)
+        for model in MODELS
+        for stage in stages
+    }
+
+
+def training_resources(stage):
+    return job_resources(
+        lambda wildcards: stage_resources(wildcards.model, stage),
+        training_blocks([stage]),
+    )
+
+
+def scoring_resources():
+    return job_resources(
+        lambda wildcards: SCORING["resources"],
+        {"scoring.resources": SCORING["resources"]},
+    )
+
+
+def node_step(spec):
+    """srun of one task per node of a multi-node job, with the node's GPUs and CPUs (a step gets neither by
+    default: its task would be pinned to one CPU)."""
+    nodes, gpus = spec["nodes"], spec["gpus"]
+    step = f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --gres=gpu:{gpus} --kill-on-bad-exit=1"
+    if "cpus_per_gpu" in spec:
+        step += f" --cpus-per-task={spec['cpus_per_gpu'] * gpus}"
+    return step
+
+
+def torchrun_command(spec):
+    """How a training job starts its processes: one per GPU, over one or several nodes; one plain process on CPU."""
+    gpus, nodes = spec.get("gpus", 0), spec.get("nodes", 1)
+    if gpus == 0:
+        return "DS_ACCELERATOR=cpu python -m clip_flant5"
+    if nodes == 1:
         return f"torchrun --standalone --nproc_per_node={gpus} --module clip_flant5"
+    # The rendezvous host is the job's first node, resolved by the batch script (running there) before srun
+    # starts the per-node tasks, so all of them get the same endpoint.
+    first_host = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+    return (
+        f"{node_step(spec)} torchrun --nnodes={nodes} --nproc_per_node={gpus} --rdzv_id=$SLURM_JOB_ID "
+        f"--rdzv_backend=c10d --rdzv_endpoint={first_host}:${{CLIP_FLANT5_RDZV_PORT:-{RENDEZVOUS_PORT}}} "
+        "--module clip_flant5"
+    )
 
-    return command
+
+def launcher(stage):
+    return lambda wildcards: torchrun_command(stage_resources(wildcards.model, stage))
+
+
+# The GPU check runs with a training job's resources but a short time limit.
+SMOKE_RUNTIME_MINUTES = 10
+
+
+def smoke_spec(model, stage):
+    return stage_resources(model, stage) | {"runtime": SMOKE_RUNTIME_MINUTES}
+
+
+def smoke_resources():
+    blocks = {
+        f"models.{model}.{stage}.resources": smoke_spec(model, stage)
+        for model in MODELS
+        for stage in ("stage1", "stage2")
+    }
+    return job_resources(
+        lambda wildcards: smoke_spec(wildcards.model, wildcards.stage), blocks
+    )
+
+
+def device_check(wildcards):
+    """check-devices on every node of the job (one task each), then once more for the report."""
+    spec = stage_resources(wildcards.model, wildcards.stage)
+    check = f"clip-flant5 check-devices --expect-gpus {spec.get('gpus', 0)}"
+    if spec.get("nodes", 1) == 1:
+        return check
+    return f"{node_step(spec)} {check} && {check}"
 
 
 # -- targets --------------------------------------------------------------------------------
@@ -156,6 +307,14 @@ def data_targets():
 
 def model_targets(stage):
     return [f"results/models/{name}/{stage}" for name in MODELS]
+
+
+def smoke_targets():
+    return [
+        f"results/gpu_smoke/{name}/{stage}.json"
+        for name in MODELS
+        for stage in ("stage1", "stage2")
+    ]
 
 
 # -- scoring --------------------------------------------------------------------------------
@@ -235,5 +394,13 @@ TABLES = expand(
 )
 
 
+# -- report --------------------------------------------------------------------------------
+
+RUN_RECORD = {
+    "config": "results/report/config.yaml",
+    "lock": "results/report/sources.lock.json",
+}
+
+
 def all_targets():
-    return TABLES + plot_targets()
+    return TABLES + plot_targets() + list(RUN_RECORD.values())

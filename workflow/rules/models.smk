@@ -21,6 +21,8 @@ rule init_model:
         "logs/models/{model}/untrained.log",
     conda:
         "../../envs/train.yaml"
+    resources:
+        mem_mb=init_memory_mb,
     params:
         args=init_model_args,
     shell:

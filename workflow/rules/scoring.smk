@@ -25,6 +25,8 @@ rule score:
         "logs/scores/{scored}/{benchmark}/shard-{i}-of-{n}.benchmark.tsv"
     conda:
         "../../envs/score.yaml"
+    resources:
+        **scoring_resources(),
     params:
         args=score_args,
         root=benchmark_root,
@@ -92,8 +94,19 @@ rule tables:
     input:
         metrics=metrics_targets(),
     output:
-        tables=TABLES,
-        plot="results/tables/main.png",
+        tables=[
+            (
+                report(path, caption="../report/tables.rst", category="Tables")
+                if path.endswith(".csv")
+                else path
+            )
+            for path in TABLES
+        ],
+        plot=report(
+            "results/tables/main.png",
+            caption="../report/tables.rst",
+            category="Tables",
+        ),
     log:
         "logs/tables.log",
     conda:
@@ -109,3 +122,21 @@ rule scores:
     input:
         metrics_targets(),
         plot_targets(),
+
+
+for name in SCORED:
+
+    rule:
+        name:
+            f"scores_{name}"
+        input:
+            [f"results/metrics/{name}/{b}.json" for b in BENCHMARKS],
+
+
+for benchmark in BENCHMARKS:
+
+    rule:
+        name:
+            f"benchmark_{benchmark}"
+        input:
+            [f"results/metrics/{m}/{benchmark}.json" for m in SCORED],

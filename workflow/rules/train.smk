@@ -7,13 +7,22 @@ rule train_stage1:
         model="results/models/{model}/untrained",
         data="results/data/stage1.json",
     output:
-        model=directory("results/models/{model}/stage1"),
+        model=report(
+            directory("results/models/{model}/stage1"),
+            patterns=["{plot}.png"],
+            caption="../report/loss.rst",
+            category="Training",
+            subcategory="{model}",
+            labels={"model": "{model}", "stage": "stage1"},
+        ),
     log:
         "logs/models/{model}/stage1.log",
     benchmark:
         "logs/models/{model}/stage1.benchmark.tsv"
     conda:
         "../../envs/train.yaml"
+    resources:
+        **training_resources("stage1"),
     params:
         launch=launcher("stage1"),
         settings=train_settings("stage1"),
@@ -31,13 +40,22 @@ rule train_stage2:
         projector="results/models/{model}/stage1",
         data="results/data/stage2.json",
     output:
-        model=directory("results/models/{model}/stage2"),
+        model=report(
+            directory("results/models/{model}/stage2"),
+            patterns=["{plot}.png"],
+            caption="../report/loss.rst",
+            category="Training",
+            subcategory="{model}",
+            labels={"model": "{model}", "stage": "stage2"},
+        ),
     log:
         "logs/models/{model}/stage2.log",
     benchmark:
         "logs/models/{model}/stage2.benchmark.tsv"
     conda:
         "../../envs/train.yaml"
+    resources:
+        **training_resources("stage2"),
     params:
         launch=launcher("stage2"),
         settings=train_settings("stage2"),
@@ -49,6 +67,26 @@ rule train_stage2:
         "--work-dir {params.work} --settings '{params.settings}' > {log} 2>&1"
 
 
+rule gpu_smoke_job:
+    output:
+        report="results/gpu_smoke/{model}/{stage}.json",
+    log:
+        "logs/gpu_smoke/{model}/{stage}.log",
+    conda:
+        "../../envs/train.yaml"
+    resources:
+        **smoke_resources(),
+    params:
+        check=device_check,
+    shell:
+        "({params.check} --out {output.report}) > {log} 2>&1"
+
+
+rule gpu_smoke:
+    input:
+        smoke_targets(),
+
+
 rule stage1:
     input:
         model_targets("stage1"),
@@ -57,3 +95,18 @@ rule stage1:
 rule stage2:
     input:
         model_targets("stage2"),
+
+
+for name in MODELS:
+
+    rule:
+        name:
+            f"stage1_{name}"
+        input:
+            f"results/models/{name}/stage1",
+
+    rule:
+        name:
+            f"stage2_{name}"
+        input:
+            f"results/models/{name}/stage2",

@@ -1,0 +1,213 @@
+"""Cluster execution without a cluster: the resources each job would ask Slurm for (dry runs under the slurm site
+profile), the named targets, and the multi-node launch line run for real with a stand-in `srun`."""
+
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_workflow import REPO, snakemake
+
+SLURM_PROFILE = REPO / "profiles/slurm"
+
+
+def dry_run_jobs(output: str) -> list[dict]:
+    """The jobs of a `snakemake -n -p` listing: rule, wildcards, resources and shell command of each."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \S+:\n)", output):
+        head = re.match(r"(?:local)?rule (\S+):\n", block)
+        if not head:
+            continue
+        job = {"rule": head.group(1), "wildcards": {}, "resources": {}, "shell": ""}
+        for line in block.splitlines():
+            line = line.strip()
+            if line.startswith("wildcards: "):
+                job["wildcards"] = dict(item.split("=", 1) for item in line[len("wildcards: ") :].split(", "))
+            elif line.startswith("resources: "):
+                job["resources"] = dict(item.split("=", 1) for item in line[len("resources: ") :].split(", "))
+            elif line.startswith("Shell command: "):
+                job["shell"] = line[len("Shell command: ") :]
+        jobs.append(job)
+    return jobs
+
+
+def find(jobs, rule, **wildcards):
+    matches = [j for j in jobs if j["rule"] == rule and all(j["wildcards"].get(k) == v for k, v in wildcards.items())]
+    assert len(matches) == 1, f"{rule} {wildcards}: {len(matches)} jobs"
+    return matches[0]
+
+
+def paper_config(workdir, **stage2_resources) -> Path:
+    config = yaml.safe_load((workdir / "config/paper.yaml").read_text())
+    config["models"]["clip-flant5-xxl"]["stage2"]["resources"].update(stage2_resources)
+    path = workdir / "config/paper-test.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_paper_dry_run_under_the_slurm_profile_requests_the_configured_gpus(workdir):
+    run = snakemake(workdir, "-n", "-p", "--profile", str(SLURM_PROFILE), "--configfile", "config/paper.yaml")
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = dry_run_jobs(run.stdout)
+    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    for model in ("clip-flant5-xxl", "clip-flant5-xl"):
+        for stage in ("stage1", "stage2"):
+            job = find(jobs, f"train_{stage}", model=model)
+            wanted = paper["models"][model][stage]["resources"]
+            resources = job["resources"]
+            assert resources["gpu"] == "8" and wanted["gpus"] == 8
+            assert resources["runtime"] == str(wanted["runtime"]) and resources["mem_mb"] == str(wanted["mem_mb"])
+            assert resources["cpus_per_gpu"] == str(wanted["cpus_per_gpu"]) and resources["tasks_per_gpu"] == "0"
+            assert "mpi" not in resources and "gres" not in resources
+            assert resources["slurm_partition"] == "<your-partition>"  # the site template's placeholder
+            assert job["shell"].startswith("torchrun --standalone --nproc_per_node=8 --module clip_flant5 train")
+    score = [j for j in jobs if j["rule"] == "score"]
+    assert len(score) == 4 * 4 * 8  # models x shards x benchmarks
+    assert all(j["resources"]["gpu"] == "1" and j["resources"]["runtime"] == "240" for j in score)
+    # CPU jobs keep the profile's default-resources
+    assert find(jobs, "flatten")["resources"]["runtime"] == "120"
+    assert "gpu" not in find(jobs, "flatten")["resources"]
+
+
+def test_multi_node_stage2_runs_one_torchrun_per_node_with_c10d_rendezvous(workdir):
+    config = paper_config(workdir, nodes=4)
+    run = snakemake(workdir, "-n", "-p", "--profile", str(SLURM_PROFILE), "stage2", "gpu_smoke", "--configfile", config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = dry_run_jobs(run.stdout)
+    job = find(jobs, "train_stage2", model="clip-flant5-xxl")
+    resources = job["resources"]
+    assert resources["mpi"] == "srun" and resources["nodes"] == "4" and resources["tasks"] == "4"
+    assert resources["gres"] == "gpu:8" and "gpu" not in resources and resources["tasks_per_gpu"] == "0"
+    assert job["shell"].startswith(
+        "srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --gres=gpu:8 --kill-on-bad-exit=1 --cpus-per-task=32 "
+        "torchrun --nnodes=4 --nproc_per_node=8 --rdzv_id=$SLURM_JOB_ID --rdzv_backend=c10d "
+        '--rdzv_endpoint=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):${CLIP_FLANT5_RDZV_PORT:-29500} '
+        "--module clip_flant5 train --stage 2 "
+    )
+    single = find(jobs, "train_stage2", model="clip-flant5-xl")  # still one node
+    assert single["shell"].startswith("torchrun --standalone --nproc_per_node=8 ")
+    smoke = find(jobs, "gpu_smoke_job", model="clip-flant5-xxl", stage="stage2")
+    assert smoke["resources"]["runtime"] == "10" and smoke["resources"]["gres"] == "gpu:8"
+    assert "srun --nodes=4 --ntasks=4 --ntasks-per-node=1" in smoke["shell"]
+    assert "clip-flant5 check-devices --expect-gpus 8" in smoke["shell"]
+
+
+def test_runtime_set_for_some_models_only_is_a_config_error(workdir):
+    config = yaml.safe_load((workdir / "config/paper.yaml").read_text())
+    del config["models"]["clip-flant5-xl"]["stage2"]["resources"]["mem_mb"]
+    (workdir / "config/paper-test.yaml").write_text(yaml.safe_dump(config))
+    run = snakemake(workdir, "-n", "--configfile", "config/paper-test.yaml")
+    assert run.returncode != 0
+    output = run.stdout + run.stderr
+    assert "`mem_mb` is set in some resources blocks but not in models.clip-flant5-xl.stage2.resources" in output
+
+
+def test_demo_jobs_run_on_cpu_without_gpu_requests(workdir):
+    run = snakemake(workdir, "-n", "-p", "stage2", "gpu_smoke")
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = dry_run_jobs(run.stdout)
+    train = find(jobs, "train_stage2", model="tiny")
+    assert train["shell"].startswith("DS_ACCELERATOR=cpu python -m clip_flant5 train --stage 2")
+    assert not {"gpu", "gres", "mpi", "tasks_per_gpu"} & set(train["resources"])
+    assert "--expect-gpus 0" in find(jobs, "gpu_smoke_job", model="tiny", stage="stage1")["shell"]
+
+
+@pytest.mark.parametrize(
+    "targets, rules",
+    [
+        (["data"], {"make_demo_data", "flatten", "validate_data"}),
+        (["stage1"], {"train_stage1"}),
+        (["stage2_tiny"], {"train_stage1", "train_stage2"}),
+        (["scores_tiny-untrained"], {"score", "evaluate"}),
+        (["benchmark_winoground"], {"score", "evaluate"}),
+        (["tables"], {"tables", "train_stage2"}),
+        (["gpu_smoke"], {"gpu_smoke_job"}),
+    ],
+)
+def test_named_targets(workdir, targets, rules):
+    run = snakemake(workdir, "-n", *targets)
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = dry_run_jobs(run.stdout)
+    assert rules <= {j["rule"] for j in jobs}
+    if targets == ["scores_tiny-untrained"]:
+        assert "train_stage2" not in {j["rule"] for j in jobs}  # the untrained model needs no training
+        assert {j["wildcards"]["benchmark"] for j in jobs if j["rule"] == "evaluate"} == set(
+            yaml.safe_load((REPO / "config/config.yaml").read_text())["scoring"]["benchmarks"]
+        )
+    if targets == ["benchmark_winoground"]:
+        assert {j["wildcards"]["benchmark"] for j in jobs if j["rule"] == "score"} == {"winoground"}
+
+
+def test_default_profile_does_not_rerun_training_after_a_rule_edit():
+    profile = yaml.safe_load((REPO / "workflow/profiles/default/profile.yaml").read_text())
+    assert "code" not in profile["rerun-triggers"] and "params" in profile["rerun-triggers"]
+
+
+def write_executable(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+# Stand-ins for Slurm inside an allocation of two nodes that are both this machine: `srun` starts its
+# --ntasks copies of the command (SLURM_PROCID set) and fails if one fails; `scontrol show hostnames` lists them.
+FAKE_SRUN = """#!/usr/bin/env bash
+ntasks=1
+while [[ $# -gt 0 && $1 == --* ]]; do
+  case $1 in --ntasks=*) ntasks=${1#--ntasks=} ;; esac
+  echo "srun option: $1" >&2
+  shift
+done
+pids=()
+for ((i = 0; i < ntasks; i++)); do SLURM_PROCID=$i SLURM_NODEID=$i "$@" & pids+=($!); done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+exit $status
+"""
+FAKE_SCONTROL = """#!/usr/bin/env bash
+[[ $1 == show && $2 == hostnames ]] || exit 2
+echo localhost
+echo localhost
+"""
+
+
+@pytest.mark.slow
+def test_multi_node_launch_line_trains_across_two_nodes(workdir):
+    """The generated multi-node command, run with stand-in srun/scontrol: two torchrun agents meet at the c10d
+    rendezvous on the first host and train stage 1 as one 2-process job."""
+    bin_dir = workdir / "fake-slurm"
+    bin_dir.mkdir()
+    write_executable(bin_dir / "srun", FAKE_SRUN)
+    write_executable(bin_dir / "scontrol", FAKE_SCONTROL)
+    config = yaml.safe_load((workdir / "config/config.yaml").read_text())
+    config["data"]["demo"]["scale"] = 0.25
+    stage1 = config["models"]["tiny"]["stage1"]
+    stage1["resources"] = {"gpus": 1, "nodes": 2}
+    stage1["settings"].update(max_steps=3, global_batch_size=8, per_device_batch_size=4)
+    (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
+    env_path = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {
+        **os.environ,
+        "PATH": env_path,
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NODELIST": "localhost,localhost",
+        "CLIP_FLANT5_RDZV_PORT": "29731",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    run = subprocess.run(
+        ["timeout", "-k", "10", "600", sys.executable, "-m", "snakemake", "--cores", "2", "stage1"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    log = workdir / "logs/models/tiny/stage1.log"
+    assert run.returncode == 0, run.stderr[-3000:] + (log.read_text()[-3000:] if log.exists() else "")
+    text = log.read_text()
+    assert "srun option: --ntasks-per-node=1" in text
+    training = (workdir / "results/models/tiny/stage1/training.json").read_text()
+    assert '"world_size": 2' in training
+    assert (workdir / "results/models/tiny/stage1/mm_projector.bin").is_file()
