@@ -1,6 +1,7 @@
 """Cluster execution without a cluster: the resources each job would ask Slurm for (dry runs under the slurm site
 profile), the named targets, and the multi-node launch line run for real with a stand-in `srun`."""
 
+import json
 import os
 import re
 import stat
@@ -68,6 +69,9 @@ def test_paper_dry_run_under_the_slurm_profile_requests_the_configured_gpus(work
     score = [j for j in jobs if j["rule"] == "score"]
     assert len(score) == 4 * 4 * 8  # models x shards x benchmarks
     assert all(j["resources"]["gpu"] == "1" and j["resources"]["runtime"] == "240" for j in score)
+    # threads of data jobs come from the config, not capped at this machine's cores (no `cores` in the default
+    # profile, which would override the site's)
+    assert "--jobs 16 " in find(jobs, "validate_data", stage="stage1")["shell"]
     # CPU jobs keep the profile's default-resources
     assert find(jobs, "flatten")["resources"]["runtime"] == "120"
     assert "gpu" not in find(jobs, "flatten")["resources"]
@@ -94,6 +98,20 @@ def test_multi_node_stage2_runs_one_torchrun_per_node_with_c10d_rendezvous(workd
     assert smoke["resources"]["runtime"] == "10" and smoke["resources"]["gres"] == "gpu:8"
     assert "srun --nodes=4 --ntasks=4 --ntasks-per-node=1" in smoke["shell"]
     assert "clip-flant5 check-devices --expect-gpus 8" in smoke["shell"]
+
+
+def test_ablation_variants_train_with_their_own_stage1_settings(workdir):
+    run = snakemake(workdir, "-n", "-p", "stage1", "--configfile", "config/paper.yaml", "config/ablations.yaml")
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = dry_run_jobs(run.stdout)
+    settings = {
+        model: json.loads(re.search(r"--settings '([^']*)'", find(jobs, "train_stage1", model=model)["shell"])[1])
+        for model in ("clip-flant5-xxl", "clip-flant5-xxl-no-split-text", "clip-t5-xxl")
+    }
+    assert settings["clip-flant5-xxl"] == {"template": "t5_plain_split_text"}
+    assert settings["clip-flant5-xxl-no-split-text"] == {"template": "t5_plain"}
+    assert settings["clip-t5-xxl"] == {"template": "t5_plain_split_text", "global_batch_size": 160}
+    assert find(jobs, "train_stage1", model="clip-t5-xxl")["resources"]["gpu"] == "8"
 
 
 def test_runtime_set_for_some_models_only_is_a_config_error(workdir):

@@ -14,11 +14,21 @@ class Variant:
     vision: str | None = DEFAULT_VISION_TOWER
     projector: str = "mlp2x_gelu"
     stage1_template: str = "t5_plain_split_text"
+    stage1_global_batch_size: int | None = None  # None: the recipe's (256)
     published: str | None = None  # hub id of the released checkpoint, if any
     description: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def training_settings(self, stage: int) -> dict:
+        """Where this variant departs from the published recipe (clip_flant5.train.STAGE_DEFAULTS) in a stage."""
+        if stage != 1:
+            return {}
+        settings = {"template": self.stage1_template}
+        if self.stage1_global_batch_size:
+            settings["global_batch_size"] = self.stage1_global_batch_size
+        return settings
 
 
 VARIANTS = {
@@ -30,7 +40,8 @@ VARIANTS = {
                 description="FlanT5-XL base, same recipe"),
         Variant("clip-flant5-xxl-no-split-text", "google/flan-t5-xxl", stage1_template="t5_plain",
                 description="ablation: stage 1 without split text"),
-        Variant("clip-t5-xxl", "t5-11b", description="ablation: the original T5 (t5-11b) instead of FlanT5"),
+        Variant("clip-t5-xxl", "t5-11b", stage1_global_batch_size=160,
+                description="ablation: the original T5 (t5-11b) instead of FlanT5"),
         Variant("tiny", None, vision=None, description="random tiny CLIP + T5 for the demo and tests (CPU)"),
     )
 }  # fmt: skip

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import yaml
+from clip_flant5.variants import get_variant
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -137,10 +138,13 @@ def stage_config(model, stage):
 
 
 def train_settings(stage):
-    """The stage's TrainSettings as JSON (unset keys take the published recipe)."""
+    """The stage's TrainSettings as JSON: the configured values over the variant's own (e.g. stage 1 without
+    split text); unset keys take the published recipe."""
 
     def settings(wildcards):
-        values = stage_config(wildcards.model, stage).get("settings", {})
+        variant = get_variant(MODELS[wildcards.model]["variant"])
+        values = variant.training_settings(int(stage[-1]))
+        values.update(stage_config(wildcards.model, stage).get("settings", {}))
         return json.dumps(values, sort_keys=True)
 
     return settings
