@@ -27,7 +27,6 @@ from .prompts import IMAGE_TOKEN_INDEX
 
 PROJECTOR_TYPES = ("linear", "mlpNx_gelu", "identity")
 SELECT_FEATURES = ("patch", "cls_patch")
-DEFAULT_VISION_TOWER = "openai/clip-vit-large-patch14-336"
 
 # Vision configs of the towers the published models use, so that the published checkpoints (whose
 # config.json names the tower but does not describe it) load on compute nodes without network.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .model import DEFAULT_VISION_TOWER
+# Kept free of torch imports: the workflow reads the registry when it parses the Snakefile.
+DEFAULT_VISION_TOWER = "openai/clip-vit-large-patch14-336"
 
 
 @dataclass(frozen=True)
