@@ -9,12 +9,14 @@ preemption or the time limit) saves a checkpoint at the next step boundary and e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import re
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.integrations import is_deepspeed_zero3_enabled
+from transformers.trainer import SCHEDULER_NAME
 
 from .checkpoint import load_model, load_projector, save_model, save_projector
 from .data import Collator, ConversationDataset
@@ -91,13 +95,56 @@ def batch_layout(global_batch: int, per_device_max: int, world_size: int) -> tup
 DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
 
 
-def deepspeed_config(name: str | None) -> str | None:
+def deepspeed_config(name: str | None, on_gpu: bool = True) -> dict | None:
+    """The DeepSpeed config for TrainingArguments: `zero2`/`zero3` (shipped), a JSON file, or None for "none".
+
+    The shipped configs are written for GPUs. On CPU (gloo: tests, laptops) DeepSpeed gets the same config in
+    fp32, fp16 and bf16 disabled, and without an `optimizer` block, so that the trainer's torch AdamW is used
+    instead of DeepSpeed's CPU Adam (a C++ op compiled on first use). Training then differs from plain DDP only
+    by DeepSpeed's partitioning.
+    """
     if name in (None, "none"):
         return None
     path = DEEPSPEED_DIR / f"{name}.json" if name in ("zero2", "zero3") else Path(name)
     if not path.is_file():
         raise ValueError(f"deepspeed config {name!r} not found: use zero2, zero3, none or a JSON file")
-    return str(path)
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"deepspeed config {path} is not valid JSON: {err}") from err
+    if on_gpu:
+        return config
+    if config.pop("optimizer", None) is not None:
+        print(f"[clip-flant5] {path}: optimizer block ignored on CPU; the trainer's AdamW is used", flush=True)
+    for key in ("fp16", "bf16"):
+        config[key] = {**config.get(key, {}), "enabled": False}
+    return config
+
+
+def lone_process_rendezvous() -> None:
+    """Outside a launcher DeepSpeed would look for MPI to set up torch.distributed: give a lone process the
+    environment torchrun gives it (rank 0 of 1, a free local port), so `clip-flant5 train` runs without one."""
+    if "RANK" in os.environ or "WORLD_SIZE" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+@contextlib.contextmanager
+def gathered(module: torch.nn.Module):
+    """The module's full parameters inside the block on every rank (ZeRO-3 partitions them; otherwise a no-op).
+
+    Collective under ZeRO-3: every rank must enter it.
+    """
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(module.parameters())):
+        yield
 
 
 class PreemptionCallback(TrainerCallback):
@@ -182,16 +229,52 @@ class CLIPT5Trainer(Trainer):
             count = self.accelerator.reduce(count, reduction="sum")
         return int(count.item())
 
+    def save_model(self, output_dir=None, _internal_call=False):
+        if self.stage == 2:
+            return super().save_model(output_dir, _internal_call)
+        self._save(output_dir)  # the projector alone: no full state dict (under ZeRO-3 a gather of the whole model)
+
     def _save(self, output_dir=None, state_dict=None):
         if self.stage == 2:
             return super()._save(output_dir, state_dict)
-        if self.args.should_save:  # stage 1 checkpoints hold the projector only (the rest is frozen)
-            save_projector(self.accelerator.unwrap_model(self.model), output_dir or self.args.output_dir)
+        # Stage 1 checkpoints hold the projector only (the rest is frozen), in its training dtype so that a
+        # resumed run continues from the exact weights. Every rank calls _save (the gather is collective).
+        model = self.accelerator.unwrap_model(self.model)
+        with gathered(model.mm_projector):
+            if self.args.should_save:
+                dtype = next(model.mm_projector.parameters()).dtype
+                save_projector(model, output_dir or self.args.output_dir, dtype=dtype)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         if self.stage == 2:
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         load_projector(model or self.model, resume_from_checkpoint)
+
+    # Under DeepSpeed the trainer checkpoint is DeepSpeed's own (global_stepN/: module and optimizer partitions).
+    # By default it holds every parameter, frozen ones included: for stage 1 that is all of CLIP and T5 (23 GB
+    # for XXL) at every save. Stage 1 leaves the frozen ones out and resumes with them from --model.
+    def _save_optimizer_and_scheduler(self, output_dir):
+        if not (self.is_deepspeed_enabled and self.stage == 1):
+            return super()._save_optimizer_and_scheduler(output_dir)
+        from accelerate.utils import DeepSpeedSchedulerWrapper
+
+        self.model_wrapped.save_checkpoint(output_dir, exclude_frozen_parameters=True)
+        if self.args.should_save and not isinstance(self.lr_scheduler, DeepSpeedSchedulerWrapper):
+            torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
+
+    def _prepare_for_training(self, max_steps, train_dataloader, resume_from_checkpoint):
+        if not (self.is_deepspeed_enabled and self.stage == 1 and resume_from_checkpoint):
+            return super()._prepare_for_training(max_steps, train_dataloader, resume_from_checkpoint)
+        model, train_dataloader = super()._prepare_for_training(max_steps, train_dataloader, None)
+        # Not strict: the checkpoint lacks the frozen parameters by design (_save_optimizer_and_scheduler).
+        loaded, _ = self.model_wrapped.load_checkpoint(
+            resume_from_checkpoint, load_module_strict=False, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
+        if loaded is None:
+            raise ValueError(f"no DeepSpeed checkpoint (global_step*/) in {resume_from_checkpoint}")
+        self._load_optimizer_and_scheduler(resume_from_checkpoint)
+        self._load_scaler(resume_from_checkpoint)
+        return model, train_dataloader
 
 
 def latest_checkpoint(work_dir: Path) -> str | None:
@@ -218,6 +301,13 @@ def train(
     per_device, accum = batch_layout(settings.global_batch_size, settings.per_device_batch_size, world_size)
     on_gpu = torch.cuda.is_available()
     bf16 = settings.dtype == "bf16" or (settings.dtype == "auto" and on_gpu and torch.cuda.is_bf16_supported())
+    ds_config = deepspeed_config(settings.deepspeed, on_gpu)
+    if ds_config is not None:
+        lone_process_rendezvous()
+        if not on_gpu and bf16:
+            raise ValueError("DeepSpeed on CPU trains in fp32: set dtype to fp32 or auto, or deepspeed to none")
+        if not on_gpu:
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed would guess it, with a warning
 
     overrides = {} if settings.dropout is None else {"dropout_rate": settings.dropout}
     clip_t5 = load_model(model, **overrides)
@@ -246,7 +336,7 @@ def train(
         activation_checkpointing_kwargs={"use_reentrant": False}, seed=settings.seed, data_seed=settings.seed,
         logging_steps=1, save_strategy="steps", save_steps=settings.save_steps,
         save_total_limit=settings.save_total_limit, dataloader_num_workers=settings.dataloader_workers,
-        remove_unused_columns=False, report_to=[], deepspeed=deepspeed_config(settings.deepspeed),
+        remove_unused_columns=False, report_to=[], deepspeed=ds_config,
         use_cpu=not on_gpu, ddp_backend="gloo" if world_size > 1 and not on_gpu else None,
         average_tokens_across_devices=True,
         disable_tqdm=True, **settings.extra,
@@ -261,13 +351,16 @@ def train(
     if preemption.requested:
         return EXIT_PREEMPTED
 
-    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # gathers ZeRO-3 shards
-    if trainer.args.should_save:
-        final = trainer.accelerator.unwrap_model(trainer.model)
-        if stage == 1:
-            save_projector(final, output, image_aspect_ratio=settings.image_aspect_ratio, tune_mm_mlp_adapter=True)
-        else:
+    final = trainer.accelerator.unwrap_model(trainer.model)
+    if stage == 1:
+        with gathered(final.mm_projector):  # collective under ZeRO-3; the projector alone is gathered
+            if trainer.args.should_save:
+                save_projector(final, output, image_aspect_ratio=settings.image_aspect_ratio, tune_mm_mlp_adapter=True)
+    else:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # gathers ZeRO-3 shards
+        if trainer.args.should_save:
             save_model(final, output, state_dict=state_dict, tokenizer_dir=tokenizer or model)
+    if trainer.args.should_save:
         write_training_record(work, Path(output), stage, settings, per_device, accum, world_size)
     return 0
 
