@@ -88,7 +88,7 @@ def truth(text: str, scene: dict) -> bool:
 
 
 def sentence_truth(text: str, scene: dict) -> bool:
-    """A benchmark text is a capitalised caption with a full stop."""
+    """A caption, or a capitalised caption with a full stop (every benchmark text, some training questions)."""
     return truth(text[0].lower() + text[1:].removesuffix("."), scene)
 
 
@@ -129,7 +129,7 @@ def long_slot(slot: str) -> str:
 
 # question pattern -> expected answer, given the match and the scene (both short and sentence answers)
 IMAGE_QUESTIONS = [
-    (r'Does this figure show "(.+)"\? Please answer yes or no\.', lambda m, s: yes_no(truth(m[1], s))),
+    (r'Does this figure show "(.+)"\? Please answer yes or no\.', lambda m, s: yes_no(sentence_truth(m[1], s))),
     (r"Is there (an? \w+ \w+) in the image\?", lambda m, s: yes_no(truth(m[1], s))),
     (r"Does the image contain (\w+ \w+ \w+)\?", lambda m, s: yes_no(truth(m[1], s))),
     (
@@ -305,6 +305,29 @@ def test_mix_yes_no_answers_are_balanced(out):
     assert abs(vqascore.count("Yes") - vqascore.count("No")) <= 1
 
 
+def test_vqascore_form_records_teach_colour_words_first(out, scenes):
+    """Swatches (one colour filling the picture) are asked twice, the two phrases differing only in the colour;
+    the captions and presence questions are asked of many pictures, each picture at most twice."""
+    vqascore = {}
+    for r in mix_records(out):
+        if "image" in r and VQASCORE in r["conversations"][0]["value"]:
+            vqascore.setdefault(r["image"], []).append(r["conversations"])
+    swatches = {image: asked for image, asked in vqascore.items() if is_swatch(out / "train" / image)}
+    assert len(swatches) >= 4
+    for image, asked in swatches.items():
+        assert sorted(turns[1]["value"] for turns in asked) == ["No", "Yes"], image
+        phrases = [re.search(r'"an? (\w+) (\w+)"', turns[0]["value"]).groups() for turns in asked]
+        assert phrases[0][0] != phrases[1][0] and phrases[0][1] == phrases[1][1], phrases
+    others = [asked for image, asked in vqascore.items() if image not in swatches]
+    assert max(map(len, others)) <= 2 and sum(map(len, others)) > 1.5 * len(others)
+
+
+def is_swatch(path: Path) -> bool:
+    """A picture of one colour (within JPEG noise)."""
+    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+    return bool(np.abs(pixels - pixels.reshape(-1, 3).mean(0)).max() < 40)
+
+
 def test_ocr_vqa_images_need_the_jpg_fix(out, built):
     referenced = [r["image"] for r in mix_records(out) if r.get("image", "").startswith("ocr_vqa/")]
     assert referenced and all(p.endswith(".jpg") for p in referenced)
@@ -367,7 +390,9 @@ def test_scene_records_match_the_pixels(out, scenes):
         aspect.add(round(scene["width"] / scene["height"], 1))
         for obj in scene["objects"]:
             x, y, r = round(obj["cx"]), round(obj["cy"]), obj["r"]
-            assert r <= x <= scene["width"] - r and r <= y <= scene["height"] - r
+            extent = 0.85 * r if obj["shape"] == "square" else r  # a square's half side is 0.85 of its radius
+            for centre, side in ((obj["cx"], scene["width"]), (obj["cy"], scene["height"])):
+                assert extent - 0.25 <= centre <= side - extent + 0.25, (rel, obj)  # inside, to a quarter pixel
             color = pixels[y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3).mean(0)
             assert names[np.argmin(((values - color) ** 2).sum(1))] == obj["color"], (rel, obj)
             half = {"left": obj["cx"] + r <= scene["width"] / 2, "right": obj["cx"] - r >= scene["width"] / 2}

@@ -110,7 +110,7 @@ class Benchmarks(Output):
         }
         for source, source_kinds in kinds.items():
             counter = 0
-            for t in range(self.n(15, 2)):
+            for t in range(self.n(30, 2)):
                 spec = random_spec(rng, source_kinds)
                 text = caption(spec)
                 background = rng.choice(list(BACKGROUNDS)) if source == "editbench" else ""
@@ -133,7 +133,7 @@ class Benchmarks(Output):
         """Six generators per prompt, each rated by 3 raters on 1-5; weaker generators get more facts wrong."""
         rng, data = self.rng("genai_bench"), {}
         skills = {"attribute": [], "spatial relation": [], "counting": [], "basic": [], "advanced": []}
-        for index in range(self.n(30, 3)):
+        for index in range(self.n(50, 3)):
             key = f"{index:05d}"
             spec = random_spec(rng)
             text = caption(spec)
@@ -159,7 +159,7 @@ class Benchmarks(Output):
         """Five generators per prompt, 5 (sometimes 3) workers rate each image 1-5."""
         rng, dataset, groups = self.rng("tifa160"), {}, []
         workers = sorted(rng.sample(range(4_370_000_000, 4_390_000_000), 5))
-        n = self.n(20, 2)
+        n = self.n(30, 2)
         numbers = rng.sample(range(1, 900_000), n)
         for index, number in enumerate(numbers):
             source_id = f"{('coco', 'partiprompt', 'paintskill', 'drawbench')[index % 4]}_{number}"
@@ -187,7 +187,7 @@ class Benchmarks(Output):
     def pickapic(self) -> None:
         """One caption, two pictures; label_0 = 1 when picture 0 is the one that shows the caption."""
         rng, items = self.rng("pickapic"), []
-        for index in range(self.n(20, 2)):
+        for index in range(self.n(50, 2)):
             spec = random_spec(rng)
             good = index % 2 if index < 2 else rng.randrange(2)
             images = [f"images/{index}_{k}.jpg" for k in (0, 1)]

@@ -36,6 +36,7 @@ BACKGROUNDS = {
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
 NUMBERS = ("zero", "one", "two", "three", "four")
 RADIUS = {"small": 0.12, "large": 0.24}  # fraction of the image's shorter side
+SQUARE_HALF_SIDE = 0.85  # a square's half side, as a fraction of its radius
 SLOT_PHRASE = {
     "left": "on the left",
     "right": "on the right",
@@ -123,6 +124,14 @@ def cells(spec: Spec) -> list[tuple[Ref, str, int, int, int, int]]:
     if spec.kind == "row":
         return [(refs[i], slot, i, 0, 3, 1) for i, slot in enumerate(("left", "center", "right"))]
     return [(refs[0], "", i, 0, spec.count, 1) for i in range(spec.count)]
+
+
+def swatch(color: str, rng: random.Random) -> Scene:
+    """A square picture filled by one square of `color` (size "fill", never named in a caption): a colour swatch."""
+    side = rng.randint(96, 160)
+    r = round(side / 2 / SQUARE_HALF_SIDE + 0.1, 1)  # edges on (or just past) the picture's borders
+    square = Obj(color, "square", "fill", "center", 0, 0, side / 2, side / 2, r)
+    return Scene(side, side, rng.choice(list(BACKGROUNDS)), 0, [square])
 
 
 def make_scene(spec: Spec, rng: random.Random, *, background: str = "", band: str = "") -> Scene:
@@ -260,7 +269,7 @@ def shape_polygons(obj: Obj) -> list[list[tuple[float, float]]]:
     if obj.shape == "circle":
         return [[(x - r, y - r), (x + r, y + r)]]
     if obj.shape == "square":
-        s = 0.85 * r
+        s = SQUARE_HALF_SIDE * r
         return [[(x - s, y - s), (x + s, y - s), (x + s, y + s), (x - s, y + s)]]
     if obj.shape == "triangle":
         return [ring([r, r, r])]

@@ -32,10 +32,19 @@ from .scenes import (
     make_scene,
     random_spec,
     sentence,
+    swatch,
     violate,
 )
 
 VQASCORE_QUESTION = 'Does this figure show "{}"? Please answer yes or no.'
+# Pictures at scale 1 for the VQAScore-form part of the mix: "swatches" (two records each) and "asked" (a caption
+# and a presence question each).
+# Most of the demo mix asks VQAScore's question: the tiny model is trained from scratch in CPU minutes, and
+# learns to ground colour and shape words only from many such questions.
+MIX = {"swatches": 1500, "asked": 3000}
+# How often each fact of a caption is the one made false in a "No" record: colours and shapes, which a picture
+# shows plainly, most often.
+BROKEN_FACT_WEIGHT = {"color": 3, "shape": 3, "relation": 1, "count": 1, "slot": 1}
 CAPTION_REQUEST = "Provide a one-sentence caption for the provided image."  # TextCaps in the mix
 CAPTION_REQUESTS = (
     "Render a clear and concise summary of the photo.",
@@ -45,6 +54,15 @@ CAPTION_REQUESTS = (
     "Give a short and clear explanation of the subsequent image.",
     "Write a terse but informative summary of the picture.",
 )
+
+
+def broken_facts(spec: Spec, rng: random.Random) -> list[str]:
+    """One or two facts of `spec` to make false, drawn by `BROKEN_FACT_WEIGHT`."""
+    chosen, candidates = [], facts(spec)
+    for _ in range(rng.choice((1, 1, 2))):
+        rest = [f for f in candidates if f not in chosen]
+        chosen.append(rng.choices(rest, [BROKEN_FACT_WEIGHT[f.rstrip("0123456789")] for f in rest])[0])
+    return chosen
 
 
 class Training(Output):
@@ -80,17 +98,18 @@ class Training(Output):
 
     def mix(self) -> None:
         rng = self.rng("mix")
-        coco = self.pictures(
-            rng, "coco/train2017", [f"{i:012d}" for i in rng.sample(range(1, 581_930), self.n(600, 8))]
-        )
+        n_coco, n_swatches = self.n(600, 8), self.n(MIX["swatches"], 4)
+        coco_ids = [f"{i:012d}" for i in rng.sample(range(1, 581_930), n_coco + n_swatches)]
+        coco = self.pictures(rng, "coco/train2017", coco_ids[:n_coco])
         for i, (ident, image, spec, scene) in enumerate(coco):
             if i % 2:  # LLaVA-Instruct-style conversation
                 pairs = conversation_pairs(scene, spec, rng, next(self.yes_no))
                 self.add("llava_instruct", ident, pairs, image, rng.choice(("before", "after")))
             else:  # VQAv2-style: several short-answer questions
                 self.add("vqav2", ident, self.short_pairs(rng, scene, rng.randint(2, 5)), image)
-        gqa_ids = [str(i) for i in rng.sample(range(2_300_000, 2_420_000), self.n(300, 4))]
-        gqa = self.pictures(rng, "gqa/images", gqa_ids)
+        n_gqa, n_asked = self.n(300, 4), self.n(MIX["asked"], 8)
+        gqa_ids = [str(i) for i in rng.sample(range(2_300_000, 2_420_000), n_gqa + n_asked)]
+        gqa = self.pictures(rng, "gqa/images", gqa_ids[:n_gqa])
         for ident, image, _, scene in gqa:
             self.add("gqa", ident, self.short_pairs(rng, scene, rng.randint(1, 4)), image)
         vg = [f"VG_100K/{i}" for i in rng.sample(range(1, 150_000), self.n(100, 2))]
@@ -100,8 +119,12 @@ class Training(Output):
         textcaps = sorted({f"{rng.getrandbits(64):016x}" for _ in range(self.n(150, 2))})
         for ident, image, spec, _ in self.pictures(rng, "textvqa/train_images", textcaps):
             self.add("textcaps", ident, [(CAPTION_REQUEST, sentence(caption(spec, flip=rng.random() < 0.5)))], image)
-        self.vqascore_records(rng, coco + gqa)
-        self.presence_records(rng, coco + gqa)
+        self.swatch_records(rng, coco_ids[n_coco:])
+        # Pictures of their own for the VQAScore-form records: asked about a few thousand pictures once or twice
+        # each rather than a few hundred many times, the model learns what the words mean, not the pictures.
+        asked = self.pictures(rng, "gqa/images", gqa_ids[n_gqa:])
+        self.vqascore_records(rng, asked)
+        self.presence_records(rng, asked)
         self.ocr_vqa_records(rng)
         self.text_only_records(rng)
         if self.quirks:
@@ -150,22 +173,39 @@ class Training(Output):
             pairs.setdefault(q + SHORT_SUFFIX, a)
         return list(pairs.items())
 
+    def swatch_records(self, rng: random.Random, ids: list[str]) -> None:
+        """Colour swatches (a picture filled by one colour), each asked VQAScore's question twice: "Yes" for a
+        phrase naming its colour ("a red object", "a red square"), "No" for the same phrase with another colour.
+        A model trained from scratch ties colour words to what it sees here first, where the colour is all there
+        is to see; the same words about small objects among others come after (`presence_records`)."""
+        for ident in ids:
+            scene = swatch(rng.choice(list(COLORS)), rng)
+            obj = scene.objects[0]
+            image = f"coco/train2017/{ident}.jpg"
+            self.image(f"train/{image}", scene, Spec("single", (Ref(obj.color, obj.shape, obj.size),), slot="center"))
+            shape = "object" if rng.random() < 0.75 else obj.shape
+            other = rng.choice([c for c in COLORS if c != obj.color])
+            questions = [(Ref(obj.color, shape), "Yes"), (Ref(other, shape), "No")]
+            for ref, answer in rng.sample(questions, 2):
+                self.add("swatch", ident, [(VQASCORE_QUESTION.format(ref.phrase()), answer)], image)
+
     def vqascore_records(self, rng: random.Random, pictures: list) -> None:
         """Single-turn records in the VQAScore question form: "Yes" for a caption of the picture, "No" for a
-        wrong one (half the picture's caption with one or two facts changed, half another picture's caption)."""
-        for ident, image, spec, scene in rng.sample(pictures, min(len(pictures), self.n(800, 8))):
+        wrong one (mostly the picture's caption with one or two facts changed, colours and shapes most often;
+        sometimes another picture's caption). One per picture."""
+        for ident, image, spec, scene in pictures:
             want, sizes = next(self.yes_no), rng.random() < 0.3
             text_spec = spec
             while not want and holds(claim(text_spec, sizes), scene):
-                broken = rng.sample(facts(spec), rng.choice((1, 1, 2)))
-                text_spec = violate(spec, broken, rng) if rng.random() < 0.5 else random_spec(rng)
-            question = VQASCORE_QUESTION.format(caption(text_spec, sizes=sizes, flip=rng.random() < 0.5))
+                text_spec = violate(spec, broken_facts(spec, rng), rng) if rng.random() < 0.8 else random_spec(rng)
+            text = caption(text_spec, sizes=sizes, flip=rng.random() < 0.5)
+            question = VQASCORE_QUESTION.format(text if rng.random() < 0.5 else sentence(text))
             self.add("vqascore", ident, [(question, "Yes" if want else "No")], image)
 
     def presence_records(self, rng: random.Random, pictures: list) -> None:
-        """VQAScore-form questions about one object ("a red star"): the grounding of colour and shape words a
-        model trained from scratch in CPU minutes can learn first; half are "No" (an absent colour/shape pair)."""
-        for k, (ident, image, _, scene) in enumerate(rng.choices(pictures, k=self.n(3200, 8))):
+        """VQAScore-form questions about one object ("a red star", "a red object"), one per picture: half are "No"
+        (an absent colour/shape pair, or a colour no object has)."""
+        for k, (ident, image, _, scene) in enumerate(pictures):
             by_colour = k % 2 == 0  # half ask for a colour only ("a red object"), the easier half
             present = {(o.color, "object" if by_colour else o.shape) for o in scene.objects}
             if next(self.yes_no):
