@@ -37,10 +37,9 @@ from .scenes import (
 )
 
 VQASCORE_QUESTION = 'Does this figure show "{}"? Please answer yes or no.'
-# Pictures at scale 1 for the VQAScore-form part of the mix: "swatches" (two records each) and "asked" (a caption
-# and a presence question each).
-# Most of the demo mix asks VQAScore's question: the tiny model is trained from scratch in CPU minutes, and
-# learns to ground colour and shape words only from many such questions.
+# Pictures at scale 1 for the VQAScore-form part of the mix, most of the demo mix: "swatches" (two records each) and
+# "asked" (a caption and a presence question each). The tiny model, trained from scratch in CPU minutes, learns to
+# ground colour and shape words only from many such questions.
 MIX = {"swatches": 1500, "asked": 3000}
 # How often each fact of a caption is the one made false in a "No" record: colours and shapes, which a picture
 # shows plainly, most often.
