@@ -28,6 +28,8 @@ def dry_run_jobs(output: str) -> list[dict]:
             line = line.strip()
             if line.startswith("wildcards: "):
                 job["wildcards"] = dict(item.split("=", 1) for item in line[len("wildcards: ") :].split(", "))
+            elif line.startswith("threads: "):
+                job["threads"] = int(line[len("threads: ") :])
             elif line.startswith("resources: "):
                 job["resources"] = dict(item.split("=", 1) for item in line[len("resources: ") :].split(", "))
             elif line.startswith("Shell command: "):
@@ -65,10 +67,25 @@ def test_paper_dry_run_under_the_slurm_profile_requests_the_configured_gpus(work
             assert resources["cpus_per_gpu"] == str(wanted["cpus_per_gpu"]) and resources["tasks_per_gpu"] == "0"
             assert "mpi" not in resources and "gres" not in resources
             assert resources["slurm_partition"] == "<your-partition>"  # the site template's placeholder
-            assert job["shell"].startswith("torchrun --standalone --nproc_per_node=8 --module clip_flant5 train")
+            assert job["shell"].startswith(
+                "HF_HUB_OFFLINE=1 torchrun --standalone --nproc_per_node=8 --module clip_flant5 train"
+            )
+            # threads = the CPUs Slurm gives the job (--cpus-per-gpu x GPUs); torch splits them over 8 processes
+            assert job["threads"] == 8 * wanted["cpus_per_gpu"] and f"--threads {job['threads']} " in job["shell"]
+            assert "cpus_per_task" not in resources
     score = [j for j in jobs if j["rule"] == "score"]
     assert len(score) == 4 * 4 * 8  # models x shards x benchmarks
     assert all(j["resources"]["gpu"] == "1" and j["resources"]["runtime"] == "240" for j in score)
+    assert all(j["threads"] == 8 and "cpus_per_task" not in j["resources"] for j in score)
+    # the base models are fetched once, on the submit host; the jobs get the local snapshots
+    fetched = {j["wildcards"]["repo"]: j["shell"] for j in jobs if j["rule"] == "fetch_model"}
+    assert sorted(fetched) == ["google/flan-t5-xl", "google/flan-t5-xxl", "openai/clip-vit-large-patch14-336",
+                               "zhiqiulin/clip-flant5-xl", "zhiqiulin/clip-flant5-xxl"]  # fmt: skip
+    assert "--role base --role tokenizer " in fetched["google/flan-t5-xxl"]
+    init = find(jobs, "init_model", model="clip-flant5-xxl")["shell"]
+    assert (
+        "--vision resources/hub/openai/clip-vit-large-patch14-336 --language resources/hub/google/flan-t5-xxl" in init
+    )
     # threads of data jobs come from the config, not capped at this machine's cores (no `cores` in the default
     # profile, which would override the site's)
     assert "--jobs 16 " in find(jobs, "validate_data", stage="stage1")["shell"]
@@ -87,17 +104,79 @@ def test_multi_node_stage2_runs_one_torchrun_per_node_with_c10d_rendezvous(workd
     assert resources["mpi"] == "srun" and resources["nodes"] == "4" and resources["tasks"] == "4"
     assert resources["gres"] == "gpu:8" and "gpu" not in resources and resources["tasks_per_gpu"] == "0"
     assert job["shell"].startswith(
-        "srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --gres=gpu:8 --kill-on-bad-exit=1 --cpus-per-task=32 "
+        "HF_HUB_OFFLINE=1 srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --gres=gpu:8 --kill-on-bad-exit=1 "
+        "--cpus-per-task=32 "
         "torchrun --nnodes=4 --nproc_per_node=8 --rdzv_id=$SLURM_JOB_ID --rdzv_backend=c10d "
         '--rdzv_endpoint=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):${CLIP_FLANT5_RDZV_PORT:-29500} '
         "--module clip_flant5 train --stage 2 "
     )
     single = find(jobs, "train_stage2", model="clip-flant5-xl")  # still one node
-    assert single["shell"].startswith("torchrun --standalone --nproc_per_node=8 ")
+    assert single["shell"].startswith("HF_HUB_OFFLINE=1 torchrun --standalone --nproc_per_node=8 ")
     smoke = find(jobs, "gpu_smoke_job", model="clip-flant5-xxl", stage="stage2")
     assert smoke["resources"]["runtime"] == "10" and smoke["resources"]["gres"] == "gpu:8"
     assert "srun --nodes=4 --ntasks=4 --ntasks-per-node=1" in smoke["shell"]
     assert "clip-flant5 check-devices --expect-gpus 8" in smoke["shell"]
+
+
+def local_rules(workdir, *configfiles) -> set[str]:
+    """The rules Snakemake runs on the submit host (a dry run prints local and cluster jobs alike)."""
+    code = (
+        "from pathlib import Path\n"
+        "from snakemake.api import SnakemakeApi\n"
+        "from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings\n"
+        "with SnakemakeApi(OutputSettings(quiet={'all'})) as api:\n"
+        "    wf = api.workflow(ResourceSettings(), ConfigSettings(configfiles=[Path(p) for p in %r]),\n"
+        "                      StorageSettings(), snakefile=Path('workflow/Snakefile'), workdir=Path('.'))\n"
+        "    print(' '.join(sorted(wf._workflow._localrules)))\n"
+    ).replace("%r", repr(list(configfiles)))
+    run = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return set(run.stdout.split())
+
+
+def test_published_checkpoints_to_tables_without_training(workdir):
+    run = snakemake(workdir, "-n", "-p", "--profile", str(SLURM_PROFILE), "--configfile", "config/published.yaml")
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = dry_run_jobs(run.stdout)
+    assert {j["rule"] for j in jobs} == {"fetch_model", "fetch_source", "benchmark_pairs", "score", "merge_scores",
+                                         "evaluate", "plot_correlation", "tables", "run_record", "all"}  # fmt: skip
+    roles = {
+        j["wildcards"]["repo"]: re.findall(r"--role (\S+)", j["shell"]) for j in jobs if j["rule"] == "fetch_model"
+    }
+    assert roles == {"zhiqiulin/clip-flant5-xxl": ["checkpoint"], "zhiqiulin/clip-flant5-xl": ["checkpoint"],
+                     "google/flan-t5-xxl": ["tokenizer"], "google/flan-t5-xl": ["tokenizer"]}  # fmt: skip
+    sources = {j["wildcards"]["source"] for j in jobs if j["rule"] == "fetch_source"}
+    assert sources == {"winoground", "eqben", "seetrue", "tifa160", "pickapic", "genai_bench_1600"}  # no training data
+    score = [j for j in jobs if j["rule"] == "score"]
+    assert len(score) == 2 * 4 * 8 and all(j["resources"]["gpu"] == "1" for j in score)
+    shell = find(jobs, "score", scored="clip-flant5-xxl-published", benchmark="genai_bench_1600", i="0")["shell"]
+    assert shell.startswith("HF_HUB_OFFLINE=1 clip-flant5 score --model resources/hub/zhiqiulin/clip-flant5-xxl ")
+    assert "--tokenizer resources/hub/google/flan-t5-xxl " in shell
+    assert "clip-flant5-xxl-published=vqascore-clip-flant5-xxl" in find(jobs, "tables")["shell"]
+    assert {"fetch_model", "fetch_source"} <= local_rules(workdir, "config/published.yaml")
+
+
+def test_data_fetches_can_run_as_cluster_jobs(workdir):
+    config = yaml.safe_load((workdir / "config/published.yaml").read_text())
+    config["data"]["fetch_on"] = "cluster"
+    (workdir / "config/published-cluster.yaml").write_text(yaml.safe_dump(config))
+    local = local_rules(workdir, "config/published-cluster.yaml")
+    assert "fetch_model" in local and "fetch_source" not in local
+
+
+def test_stage2_can_start_from_the_published_stage1_projector(workdir):
+    config = yaml.safe_load((workdir / "config/paper.yaml").read_text())
+    config["models"]["clip-flant5-xxl"]["stage1"]["projector"] = "published"
+    config["models"]["clip-flant5-xl"]["stage1"]["projector"] = "zhiqiulin/clip-flant5-xl-stage-1"
+    (workdir / "config/paper-test.yaml").write_text(yaml.safe_dump(config))
+    run = snakemake(workdir, "-n", "-p", "stage2", "--configfile", "config/paper-test.yaml")
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = dry_run_jobs(run.stdout)
+    assert "train_stage1" not in {j["rule"] for j in jobs}
+    for model in ("xxl", "xl"):
+        repo = f"zhiqiulin/clip-flant5-{model}-stage-1"
+        assert "--role projector" in find(jobs, "fetch_model", repo=repo)["shell"]
+        assert f"--projector resources/hub/{repo} " in find(jobs, "train_stage2", model=f"clip-flant5-{model}")["shell"]
 
 
 def test_ablation_variants_train_with_their_own_stage1_settings(workdir):
@@ -125,12 +204,13 @@ def test_runtime_set_for_some_models_only_is_a_config_error(workdir):
 
 
 def test_demo_jobs_run_on_cpu_without_gpu_requests(workdir):
-    run = snakemake(workdir, "-n", "-p", "stage2", "gpu_smoke")
+    run = snakemake(workdir, "-n", "-p", "--cores", "3", "stage2", "gpu_smoke")
     assert run.returncode == 0, run.stderr[-3000:]
     jobs = dry_run_jobs(run.stdout)
     train = find(jobs, "train_stage2", model="tiny")
-    assert train["shell"].startswith("DS_ACCELERATOR=cpu python -m clip_flant5 train --stage 2")
+    assert train["shell"].startswith("HF_HUB_OFFLINE=1 DS_ACCELERATOR=cpu python -m clip_flant5 train --stage 2")
     assert not {"gpu", "gres", "mpi", "tasks_per_gpu"} & set(train["resources"])
+    assert train["threads"] == 3 and "--threads 3 " in train["shell"]  # the cores given to Snakemake
     assert "--expect-gpus 0" in find(jobs, "gpu_smoke_job", model="tiny", stage="stage1")["shell"]
 
 

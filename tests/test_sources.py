@@ -86,11 +86,10 @@ def test_manifest_layout_contract(sources, tmp_path):
 
 def test_manual_sources_say_what_to_fetch(sources):
     manual = {n: s for n, s in sources.items() if s.kind == "manual"}
-    assert set(manual) == {"ocr_vqa", "genai_bench_1600"}
+    assert set(manual) == {"ocr_vqa"}
     ocr = manual["ocr_vqa"].instructions
     assert "1_GYPY5UkUy7HIcR0zq3ZCFgeZN7BAfm_" in ocr and "{group_root}/ocr_vqa/images" in ocr
     assert "clip-flant5 fix-ocrvqa" in ocr
-    assert "BaiqiL/GenAI-Bench-1600" in manual["genai_bench_1600"].instructions
 
 
 def test_unknown_source_lists_the_valid_names(sources):

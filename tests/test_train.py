@@ -149,3 +149,59 @@ def test_two_processes_give_the_loss_of_one(setup, tmp_path):
     assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-5
     layout = json.loads((tmp_path / "two/final/training.json").read_text())
     assert (layout["world_size"], layout["per_device_batch_size"], layout["gradient_accumulation_steps"]) == (2, 2, 1)
+
+
+class FakeClock:
+    """Five minutes pass at every look at the clock (the policy looks once per step and once per save)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 300.0
+        return self.now
+
+
+def test_checkpoint_policy_saves_when_the_interval_has_passed_and_on_sigterm():
+    from transformers import TrainerControl
+
+    from clip_flant5.train import CheckpointPolicy
+
+    clock = FakeClock()
+    policy = CheckpointPolicy(every_minutes=12, clock=clock)
+    policy.on_train_begin(None, None, TrainerControl())
+    decisions = []
+    for _ in range(7):
+        control = TrainerControl()
+        policy.on_step_end(None, None, control)
+        decisions.append(control.should_save)
+        if control.should_save:
+            policy.on_save(None, None, control)
+    assert decisions == [False, False, True, False, False, True, False]  # 5, 10, 15 min; then again from the save
+    never = CheckpointPolicy(every_minutes=None, clock=clock)
+    control = TrainerControl()
+    never.on_step_end(None, None, control)
+    assert not control.should_save
+    never._handle(signal.SIGTERM, None)
+    never.on_step_end(None, None, control)
+    assert control.should_save and control.should_training_stop and never.stop_requested
+
+
+@pytest.mark.parametrize(("limit", "kept"), [(1, ["checkpoint-9"]), (2, ["checkpoint-6", "checkpoint-9"])])
+def test_training_saves_by_wall_clock_time_and_keeps_only_the_newest(setup, tmp_path, monkeypatch, limit, kept):
+    import clip_flant5.train as train_module
+
+    monkeypatch.setattr(train_module, "CLOCK", FakeClock())
+    settings = TrainSettings.from_dict(2, {"global_batch_size": 2, "per_device_batch_size": 2, "deepspeed": "none",
+                                           "gradient_checkpointing": False, "dataloader_workers": 0, "max_steps": 10,
+                                           "save_every_minutes": 12, "save_total_limit": limit})  # fmt: skip
+    code = train_module.train(2, model=str(setup / "untrained"), data=str(setup / "qa.json"), image_root=str(setup),
+                              output=str(tmp_path / "final"), work_dir=str(tmp_path / "work"),
+                              projector=str(setup / "projector"), settings=settings)  # fmt: skip
+    assert code == 0
+    # saved at steps 3, 6, 9 (15 minutes each time); no step-based save, none at the end
+    assert sorted(p.name for p in (tmp_path / "work").glob("checkpoint-*")) == kept
+    state = json.loads((tmp_path / "work" / kept[-1] / "trainer_state.json").read_text())
+    assert state["global_step"] == 9
+    with pytest.raises(ValueError, match="save_every_minutes must be a positive number"):
+        TrainSettings.from_dict(2, {"save_every_minutes": 0})

@@ -114,7 +114,8 @@ def test_paper_config_lists_the_real_jobs(workdir):
         ({"models": {"tiny": {"variant": "huge"}}}, "huge"),
         ({"models": {"tiny": {"variant": "tiny", "projektor": "linear"}}}, "projektor"),
         ({"models": {"tiny": {"variant": "tiny", "projector": "mlp_relu"}}}, "mlp_relu"),
-        ({"models": {}}, "models"),
+        ({"models": {"tiny": {"variant": "tiny", "stage2": {"projector": "x"}}}}, "models.tiny.stage2.projector"),
+        ({"hub": {"revisions": {"google/flan-t5-xl": ""}}}, "revisions"),
     ],
 )
 def test_invalid_config_is_rejected_with_the_offending_key(workdir, change, message):

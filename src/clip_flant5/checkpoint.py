@@ -256,7 +256,7 @@ def init_model(
     t5 = load_t5_config(language)
     config = CLIPT5Config(
         **t5,
-        mm_vision_tower=str(vision),
+        mm_vision_tower=_hub_name(vision),
         mm_vision_config=vision_config_dict(vision_config),
         mm_hidden_size=vision_config.hidden_size,
         mm_projector_type=projector_type,
@@ -277,6 +277,14 @@ def init_model(
     clip = CLIPVisionModel.from_pretrained(vision, dtype=dtype)
     model.vision_tower.vision_tower.load_state_dict(clip.state_dict())
     return model.eval()
+
+
+def _hub_name(path: str) -> str:
+    """A base model's name as configs record it: the hub id of a snapshot fetched by clip-flant5 fetch-model (the
+    published checkpoints name `openai/clip-vit-large-patch14-336`, not a folder of one machine), else the path."""
+    from .download.snapshot import hub_origin
+
+    return (hub_origin(path) or str(path)) if Path(path).is_dir() else str(path)
 
 
 def load_t5_config(language: str) -> dict:

@@ -17,6 +17,24 @@ def _dtype(name: str):
     return getattr(torch, DTYPES[name])
 
 
+def _use_threads(threads: int | None) -> None:
+    """torch's intra-op threads: the job's `threads` shared among the processes torchrun starts on this node
+    (Snakemake sets OMP_NUM_THREADS to all of them, which every process would otherwise take)."""
+    if threads is None:
+        return
+    import torch
+
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    torch.set_num_threads(max(1, threads // local_processes))
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
 def cmd_tiny_base(args) -> None:
     from .tiny import make_tiny_base
 
@@ -57,6 +75,7 @@ def cmd_train(args) -> None:
 
     text = Path(args.settings[1:]).read_text() if args.settings.startswith("@") else args.settings
     settings = TrainSettings.from_dict(args.stage, json.loads(text))
+    _use_threads(args.threads)
     code = train(
         args.stage, model=args.model, data=args.data, image_root=args.image_root, output=args.output,
         work_dir=args.work_dir, projector=args.projector, tokenizer=args.tokenizer, settings=settings,
@@ -93,6 +112,17 @@ def cmd_fetch(args) -> None:
         from .atomic import write_json
 
         write_json(args.record, {"source": args.source, "provides": [str(p) for p in paths]})
+
+
+def cmd_fetch_model(args) -> None:
+    from .atomic import write_json
+    from .download.snapshot import fetch_model
+
+    record = fetch_model(args.repo, args.root, revision=args.revision, roles=args.role or ["checkpoint"],
+                         lock_path=args.lock, refresh_lock=args.refresh_lock)  # fmt: skip
+    print(json.dumps(record, indent=2))
+    if args.record:
+        write_json(args.record, record)
 
 
 def cmd_data_status(args) -> None:
@@ -143,6 +173,7 @@ def cmd_score(args) -> None:
     from .inference import load_tokenizer
     from .score import ScoreSettings, VQAScorer, score_file
 
+    _use_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("bf16" if device.startswith("cuda") else "fp32")
     model = load_model(args.model, dtype=_dtype(dtype), device=device, vision_tower=args.vision_tower)
@@ -264,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--projector", help="stage 2: the stage-1 output folder")
     p.add_argument("--tokenizer", help="default: the --model folder's tokenizer")
     p.add_argument("--settings", default="{}", help="JSON object of TrainSettings (or @file); unset = published")
+    p.add_argument("--threads", type=_positive, help="CPU threads of the job, shared by its processes on a node")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("fetch", help="download, verify (sha256 lock) and unpack one data source")
@@ -274,6 +306,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-unpack", action="store_true")
     p.add_argument("--record", help="write the provided paths here as JSON once the source is complete")
     p.set_defaults(func=cmd_fetch)
+
+    from .download.snapshot import DEFAULT_MODELS_LOCK, ROLES
+
+    p = sub.add_parser("fetch-model", help="snapshot a hub model (pinned, locked commit) for offline jobs")
+    p.add_argument("repo", help="hub model id, e.g. zhiqiulin/clip-flant5-xxl")
+    p.add_argument("--root", default="resources/hub", help="snapshots go to ROOT/<repo>")
+    p.add_argument("--revision", default="main", help="branch, tag or commit (the lock pins what it resolves to)")
+    p.add_argument("--role", action="append", choices=ROLES, help="what the run uses it as (repeatable; default "
+                   "checkpoint): decides which files are fetched")  # fmt: skip
+    p.add_argument("--lock", default=str(DEFAULT_MODELS_LOCK), help="commit lock (config/models.lock.json)")
+    p.add_argument("--refresh-lock", action="store_true", help="take what the revision resolves to now")
+    p.add_argument("--record", help="write the snapshot's record (path, commit, files) here as JSON")
+    p.set_defaults(func=cmd_fetch_model)
 
     p = sub.add_parser("data-status", help="which sources are present, partial or missing (no network)")
     p.add_argument("source", nargs="*")
@@ -289,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fix-ocrvqa", help="write <id>.jpg beside every OCR-VQA .gif/.png that lacks one")
     p.add_argument("folder")
-    p.add_argument("--jobs", type=int, help="processes (default: all cores)")
+    p.add_argument("--jobs", type=_positive, help="processes (default: all cores)")
     p.add_argument("--keep-going", action="store_true", help="report undecodable files instead of failing")
     p.add_argument("--report", help="write the summary as JSON")
     p.set_defaults(func=cmd_fix_ocrvqa)
@@ -307,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate-data", help="check that every referenced image exists and decodes")
     p.add_argument("json")
     p.add_argument("--image-root", required=True)
-    p.add_argument("--jobs", type=int)
+    p.add_argument("--jobs", type=_positive)
     p.add_argument("--check", choices=("decode", "open"), default="decode")
     p.add_argument("--clean", help="write the validated records here (one per line): what training reads")
     p.add_argument("--drop-bad", action="store_true", help="drop (count, list) records with bad images; "
@@ -323,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", required=True, help='JSONL of {"image": path, "text": str}')
     p.add_argument("--out", required=True)
     p.add_argument("--image-root", help="folder the image paths are relative to (default: the pairs file's)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--images-per-chunk", type=int, default=64, help="unit of resumption")
+    p.add_argument("--batch-size", type=_positive, default=16)
+    p.add_argument("--images-per-chunk", type=_positive, default=64, help="unit of resumption")
     p.add_argument("--dtype", choices=DTYPES, help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--device", help="default: cuda if available")
     p.add_argument("--vision-tower", help="replace the checkpoint's mm_vision_tower (e.g. a local CLIP copy)")
@@ -335,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exp-mean-ce: the published VQAScore; first-token: P(first answer token)")  # fmt: skip
     p.add_argument("--full-vocab", action="store_true", help="softmax over all embedding rows (not published)")
     p.add_argument("--shard", default="0/1", help="i/n: score only the i-th of n disjoint groups of images")
-    p.add_argument("--workers", type=int, default=4, help="image loading threads")
+    p.add_argument("--workers", type=_positive, default=4, help="image loading threads")
+    p.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("merge-scores", help="merge shard outputs of `score` in the order of the pairs file")

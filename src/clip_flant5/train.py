@@ -2,9 +2,11 @@
 
 One entry point for both stages; they differ by settings. The global batch is the configured
 quantity: gradient accumulation follows from the number of processes. Resumable: trainer
-checkpoints go to `work_dir` (not a declared workflow output); SIGTERM (what slurm sends before
-preemption or the time limit) saves a checkpoint at the next step boundary and exits with
-`EXIT_PREEMPTED`; a rerun resumes from the newest checkpoint.
+checkpoints go to `work_dir` (not a declared workflow output), by wall-clock time (`save_every_minutes`: an
+XXL stage-2 checkpoint under ZeRO-3 is ~150 GB, so a fixed step count would write terabytes over days) and
+optionally every `save_steps`; only the newest `save_total_limit` are kept. SIGTERM (what slurm sends before
+preemption or the time limit) saves a checkpoint at the next step boundary and exits with `EXIT_PREEMPTED`; a
+rerun resumes from the newest checkpoint.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .inference import load_tokenizer
 from .sampler import ModalityLengthGroupedSampler, SeededRandomSampler
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was saved, run the job again to resume
+CLOCK = time.monotonic  # what time-based checkpoints are timed by (tests drive it)
 
 STAGE_DEFAULTS = {  # the published recipe (training.md)
     1: dict(template="t5_plain_split_text", image_aspect_ratio="square", global_batch_size=256,
@@ -62,8 +65,9 @@ class TrainSettings:
     gradient_checkpointing: bool = True
     dropout: float | None = None  # replaces T5's dropout_rate (FlanT5: 0.1, kept by the recipe)
     seed: int = 42
-    save_steps: int = 200
-    save_total_limit: int = 2
+    save_every_minutes: float | None = 60.0  # resumable checkpoint by wall-clock time (None: off)
+    save_steps: int | None = None  # also every N optimizer steps (None: off)
+    save_total_limit: int = 1  # checkpoints kept (the newest); the previous one is deleted once the next is complete
     dataloader_workers: int = 4
     dtype: str = "auto"  # auto: bf16 + tf32 on a GPU that has them, fp32 on CPU
     extra: dict = field(default_factory=dict)  # passed to TrainingArguments as is
@@ -75,6 +79,10 @@ class TrainSettings:
         if unknown:
             raise ValueError(f"unknown training settings {unknown}; valid: {', '.join(sorted(names))}")
         settings = cls(**values)
+        for key in ("save_every_minutes", "save_steps"):
+            value = getattr(settings, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+                raise ValueError(f"training setting {key} must be a positive number or null (off), got {value!r}")
         for key, value in STAGE_DEFAULTS[stage].items():
             if getattr(settings, key) is None:
                 setattr(settings, key, value)
@@ -147,26 +155,40 @@ def gathered(module: torch.nn.Module):
         yield
 
 
-class PreemptionCallback(TrainerCallback):
-    """On SIGTERM (any rank) save a checkpoint at the next step boundary, then stop."""
+class CheckpointPolicy(TrainerCallback):
+    """Save a resumable checkpoint when `every_minutes` of wall-clock time have passed since the last one, and on
+    SIGTERM (any rank), then stop. Both are decided at a step boundary by all ranks together (an all-reduce of
+    the two flags): saving is collective under DeepSpeed, and the ranks' clocks differ."""
 
-    def __init__(self):
-        self.requested = False
+    def __init__(self, every_minutes: float | None = None, clock=CLOCK):
+        self.interval = every_minutes * 60 if every_minutes else None
+        self.clock = clock
+        self.stop_requested = False
+        self.last_save = clock()
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
-        self.requested = True
+        self.stop_requested = True
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_save = self.clock()  # model loading and start-up do not count
 
     def on_step_end(self, args, state, control, **kwargs):
-        flag = torch.tensor(float(self.requested))
+        due = self.interval is not None and self.clock() - self.last_save >= self.interval
+        flags = torch.tensor([float(self.stop_requested), float(due)])
         if dist.is_available() and dist.is_initialized():
             if dist.get_backend() == "nccl":
-                flag = flag.cuda()
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops together
-        if flag.item():
-            self.requested = True
-            control.should_save = True
+                flags = flags.cuda()
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)  # every rank saves (and stops) together
+        stop, due = (bool(x) for x in flags.tolist())
+        if stop:
+            self.stop_requested = True
             control.should_training_stop = True
+        if stop or due:
+            control.should_save = True
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last_save = self.clock()
 
 
 class MetricsCallback(TrainerCallback):
@@ -296,7 +318,8 @@ def train(
     settings: TrainSettings,
 ) -> int:
     """Train one stage; returns the process exit code (0, or EXIT_PREEMPTED after a SIGTERM)."""
-    preemption = PreemptionCallback()  # first: a signal during start-up is honoured too
+    # First: a SIGTERM during start-up is honoured too.
+    checkpoints = CheckpointPolicy(settings.save_every_minutes, clock=CLOCK)
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     per_device, accum = batch_layout(settings.global_batch_size, settings.per_device_batch_size, world_size)
     on_gpu = torch.cuda.is_available()
@@ -334,7 +357,7 @@ def train(
         weight_decay=settings.weight_decay, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
         bf16=bf16, tf32=bf16 or None, activation_checkpointing=settings.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False}, seed=settings.seed, data_seed=settings.seed,
-        logging_steps=1, save_strategy="steps", save_steps=settings.save_steps,
+        logging_steps=1, save_strategy="steps" if settings.save_steps else "no", save_steps=settings.save_steps or 500,
         save_total_limit=settings.save_total_limit, dataloader_num_workers=settings.dataloader_workers,
         remove_unused_columns=False, report_to=[], deepspeed=ds_config,
         use_cpu=not on_gpu, ddp_backend="gloo" if world_size > 1 and not on_gpu else None,
@@ -345,10 +368,10 @@ def train(
         model=clip_t5, args=args, train_dataset=dataset, data_collator=Collator(0, settings.model_max_length),
         stage=stage, sampler_settings={"group_by_modality_length": settings.group_by_modality_length},
     )  # fmt: skip
-    trainer.add_callback(preemption)
+    trainer.add_callback(checkpoints)
     trainer.add_callback(MetricsCallback(work / "metrics.jsonl", trainer))
     trainer.train(resume_from_checkpoint=latest_checkpoint(work))
-    if preemption.requested:
+    if checkpoints.stop_requested:
         return EXIT_PREEMPTED
 
     final = trainer.accelerator.unwrap_model(trainer.model)

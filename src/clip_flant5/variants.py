@@ -17,6 +17,7 @@ class Variant:
     stage1_template: str = "t5_plain_split_text"
     stage1_global_batch_size: int | None = None  # None: the recipe's (256)
     published: str | None = None  # hub id of the released checkpoint, if any
+    published_stage1: str | None = None  # hub id of its released stage-1 projector (mm_projector.bin), if any
     description: str = ""
 
     def to_dict(self) -> dict:
@@ -36,9 +37,9 @@ VARIANTS = {
     v.name: v
     for v in (
         Variant("clip-flant5-xxl", "google/flan-t5-xxl", published="zhiqiulin/clip-flant5-xxl",
-                description="the VQAScore model of the paper"),
+                published_stage1="zhiqiulin/clip-flant5-xxl-stage-1", description="the VQAScore model of the paper"),
         Variant("clip-flant5-xl", "google/flan-t5-xl", published="zhiqiulin/clip-flant5-xl",
-                description="FlanT5-XL base, same recipe"),
+                published_stage1="zhiqiulin/clip-flant5-xl-stage-1", description="FlanT5-XL base, same recipe"),
         Variant("clip-flant5-xxl-no-split-text", "google/flan-t5-xxl", stage1_template="t5_plain",
                 description="ablation: stage 1 without split text"),
         Variant("clip-t5-xxl", "t5-11b", stage1_global_batch_size=160,

@@ -20,11 +20,20 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 MODELS = config["models"]
 DATA = config["data"]
+HUB = config["hub"]
+for _name, _spec in MODELS.items():
+    if "projector" in _spec.get("stage2", {}):
+        raise WorkflowError(
+            f"config: models.{_name}.stage2.projector: a stage-1 projector to start from goes under stage1"
+        )
 DATA_ROOT = DATA["root"]
 TRAIN_ROOT = f"{DATA_ROOT}/train"
-SOURCES = yaml.safe_load(Path(workflow.basedir, "../config/sources.yaml").read_text())[
-    "sources"
-]
+# The data manifest and the locks of the checkout the workflow runs from (not of wherever the package is installed).
+CONFIG_DIR = Path(workflow.basedir).parent / "config"
+SOURCES_MANIFEST = str(CONFIG_DIR / "sources.yaml")
+SOURCES_LOCK = str(CONFIG_DIR / "sources.lock.json")
+MODELS_LOCK = str(CONFIG_DIR / "models.lock.json")
+SOURCES = yaml.safe_load(Path(SOURCES_MANIFEST).read_text())["sources"]
 # Values that name files in this workflow (inputs); anything else is a Hugging Face hub id.
 LOCAL_PREFIXES = ("results/", "resources/", "./", "../")
 # Sources each prepared dataset needs when data comes from the manifest (config/sources.yaml).
@@ -40,6 +49,80 @@ wildcard_constraints:
 
 def is_local(path):
     return path.startswith(LOCAL_PREFIXES) or Path(path).is_absolute()
+
+
+# -- hub models -----------------------------------------------------------------------------
+# Hub ids in the config (checkpoints, tokenizers, base models, stage-1 projectors) are fetched once by the local
+# rule fetch_model into HUB["root"]/<repo>; the jobs get that folder and run with HF_HUB_OFFLINE=1.
+
+
+def model_path(value):
+    """Where a job finds a model named in the config: the path itself, or the fetched snapshot of a hub id."""
+    return value if is_local(value) else f"{HUB['root']}/{value}"
+
+
+def model_inputs(**values):
+    """Rule inputs of models named in the config: a path built here, or the fetch record of a hub id."""
+    return {
+        key: value if is_local(value) else f"results/hub/{value}.json"
+        for key, value in values.items()
+        if value is not None
+    }
+
+
+def base_models(model):
+    """(vision, language) of a configured model: its own, else its variant's."""
+    spec, variant = MODELS[model], get_variant(MODELS[model]["variant"])
+    vision, language = spec.get("vision", variant.vision), spec.get(
+        "language", variant.language
+    )
+    if vision is None or language is None:
+        raise WorkflowError(
+            f"config: models.{model}: variant {variant.name} names no base models: set `vision` and `language`"
+        )
+    return vision, language
+
+
+def stage1_projector(model):
+    """The projector stage 2 starts from: a configured one (hub id or path; `published` = the variant's
+    published stage-1 projector), else None (stage 1 trains it here)."""
+    value = stage_config(model, "stage1").get("projector")
+    if value != "published":
+        return value
+    variant = get_variant(MODELS[model]["variant"])
+    if variant.published_stage1 is None:
+        raise WorkflowError(
+            f"config: models.{model}.stage1.projector: variant {variant.name} has no published stage-1 projector; "
+            "give a hub id or a path"
+        )
+    return variant.published_stage1
+
+
+def hub_roles():
+    """Hub id -> what the run uses it as (clip_flant5.download.snapshot.ROLES: decides the files fetched)."""
+    roles = {}
+    uses = [
+        (s["checkpoint"], "checkpoint") for s in config["scoring"]["models"].values()
+    ]
+    uses += [
+        (s["tokenizer"], "tokenizer")
+        for s in config["scoring"]["models"].values()
+        if "tokenizer" in s
+    ]
+    for model in MODELS:
+        if stage1_projector(model) is not None:
+            uses.append((stage1_projector(model), "projector"))
+        uses += [(path, "base") for path in base_models(model)]
+    for value, role in uses:
+        if not is_local(value):
+            roles.setdefault(value, set()).add(role)
+    return {repo: sorted(r) for repo, r in roles.items()}
+
+
+def fetch_model_args(wildcards):
+    revision = HUB["revisions"].get(wildcards.repo, "main")
+    roles = " ".join(f"--role {role}" for role in HUB_MODELS[wildcards.repo])
+    return f"--revision {revision} {roles}"
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -98,24 +181,19 @@ def flag(name, on):
 
 
 def base_model_inputs(wildcards):
-    """The local base checkpoints (vision/language) a model is built from, as rule inputs."""
-    spec = MODELS[wildcards.model]
-    return {
-        key: spec[key]
-        for key in ("vision", "language")
-        if key in spec and is_local(spec[key])
-    }
+    """The base checkpoints (vision/language) a model is built from, as rule inputs."""
+    vision, language = base_models(wildcards.model)
+    return model_inputs(vision=vision, language=language)
 
 
 def init_model_args(wildcards):
     """clip-flant5 init-model arguments of a configured model (the variant fills the rest)."""
     spec = MODELS[wildcards.model]
+    vision, language = base_models(wildcards.model)
     args = [f"--variant {spec['variant']}", f"--seed {spec['seed']}"]
-    args += [
-        f"--{key} {spec[key]}"
-        for key in ("vision", "language", "projector")
-        if key in spec
-    ]
+    args += [f"--vision {model_path(vision)}", f"--language {model_path(language)}"]
+    if "projector" in spec:
+        args.append(f"--projector {spec['projector']}")
     return " ".join(args)
 
 
@@ -135,6 +213,34 @@ def init_memory_mb(wildcards):
 
 def stage_config(model, stage):
     return MODELS[model].get(stage, {})
+
+
+HUB_MODELS = hub_roles()
+
+
+wildcard_constraints:
+    repo="|".join(re.escape(repo) for repo in HUB_MODELS),
+
+
+def stage2_inputs(wildcards):
+    """The untrained model, the data, and the projector stage 2 starts from (stage 1's, or a configured one)."""
+    projector = stage1_projector(wildcards.model)
+    return {
+        "model": f"results/models/{wildcards.model}/untrained",
+        "data": "results/data/stage2.json",
+        **model_inputs(
+            projector=projector or f"results/models/{wildcards.model}/stage1"
+        ),
+    }
+
+
+def stage2_projector(wildcards):
+    projector = stage1_projector(wildcards.model)
+    return (
+        model_path(projector)
+        if projector
+        else f"results/models/{wildcards.model}/stage1"
+    )
 
 
 def train_settings(stage):
@@ -243,6 +349,27 @@ def scoring_resources():
     )
 
 
+def job_threads(spec):
+    """Threads of a training or scoring job (torch splits them among the job's processes on a node).
+
+    A GPU job gets its CPUs from Slurm as `cpus_per_gpu` x GPUs (one mechanism: the plugin then passes
+    --cpus-per-gpu, never --cpus-per-task with it); without `cpus_per_gpu`, one. A CPU job: `cpus`, else the
+    cores given to Snakemake (the demo: `snakemake --cores 2`).
+    """
+    gpus = spec.get("gpus", 0)
+    if gpus:
+        return gpus * spec.get("cpus_per_gpu", 1) if "cpus_per_gpu" in spec else 1
+    return spec.get("cpus", workflow.cores or 1)
+
+
+def training_threads(stage):
+    return lambda wildcards: job_threads(stage_resources(wildcards.model, stage))
+
+
+def scoring_threads():
+    return lambda wildcards: job_threads(SCORING["resources"])
+
+
 def node_step(spec):
     """srun of one task per node of a multi-node job, with the node's GPUs and CPUs (a step gets neither by
     default: its task would be pinned to one CPU)."""
@@ -309,15 +436,20 @@ def data_targets():
     return ["results/data/stage1.json", "results/data/stage2.json"]
 
 
+def trained_here(stage):
+    """Models that train `stage` in this run (stage 1 is skipped where stage 2 starts from a given projector)."""
+    return [m for m in MODELS if stage == "stage2" or stage1_projector(m) is None]
+
+
 def model_targets(stage):
-    return [f"results/models/{name}/{stage}" for name in MODELS]
+    return [f"results/models/{name}/{stage}" for name in trained_here(stage)]
 
 
 def smoke_targets():
     return [
         f"results/gpu_smoke/{name}/{stage}.json"
-        for name in MODELS
         for stage in ("stage1", "stage2")
+        for name in trained_here(stage)
     ]
 
 
@@ -354,16 +486,19 @@ def benchmark_ready(wildcards):
 
 
 def scored_checkpoint_inputs(wildcards):
-    """The checkpoint as an input when it is built here (a hub id is fetched by the job)."""
-    path = SCORED[wildcards.scored]["checkpoint"]
-    return {"model": path} if is_local(path) else {}
+    """The checkpoint and tokenizer: built here, or fetched from the hub by fetch_model."""
+    spec = SCORED[wildcards.scored]
+    return model_inputs(model=spec["checkpoint"], tokenizer=spec.get("tokenizer"))
 
 
 def score_args(wildcards):
     spec = SCORED[wildcards.scored]
-    args = [f"--model {spec['checkpoint']}", f"--batch-size {SCORING['batch_size']}"]
+    args = [
+        f"--model {model_path(spec['checkpoint'])}",
+        f"--batch-size {SCORING['batch_size']}",
+    ]
     if "tokenizer" in spec:
-        args.append(f"--tokenizer {spec['tokenizer']}")
+        args.append(f"--tokenizer {model_path(spec['tokenizer'])}")
     return " ".join(args)
 
 
@@ -403,6 +538,7 @@ TABLES = expand(
 RUN_RECORD = {
     "config": "results/report/config.yaml",
     "lock": "results/report/sources.lock.json",
+    "models_lock": "results/report/models.lock.json",
 }
 
 

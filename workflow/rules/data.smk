@@ -23,13 +23,16 @@ rule fetch_source:
     benchmark:
         "logs/data/sources/{source}.benchmark.tsv"
     retries: 2
-    localrule: True
+    localrule: DATA["fetch_on"] == "submit_host"
     conda:
         "../../envs/data.yaml"
     params:
         root=DATA_ROOT,
+        manifest=SOURCES_MANIFEST,
+        lock=SOURCES_LOCK,
     shell:
-        "clip-flant5 fetch {wildcards.source} --dest {params.root} --record {output.record} > {log} 2>&1"
+        "clip-flant5 fetch {wildcards.source} --dest {params.root} --sources {params.manifest} --lock {params.lock} "
+        "--record {output.record} > {log} 2>&1"
 
 
 rule fix_ocrvqa:

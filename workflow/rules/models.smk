@@ -26,4 +26,27 @@ rule init_model:
     params:
         args=init_model_args,
     shell:
-        "clip-flant5 init-model {params.args} --out {output.model} > {log} 2>&1"
+        "HF_HUB_OFFLINE=1 clip-flant5 init-model {params.args} --out {output.model} > {log} 2>&1"
+
+
+rule fetch_model:
+    output:
+        record="results/hub/{repo}.json",
+    log:
+        "logs/hub/{repo}.log",
+    retries: 2
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    params:
+        root=HUB["root"],
+        args=fetch_model_args,
+        lock=MODELS_LOCK,
+    shell:
+        "clip-flant5 fetch-model {wildcards.repo} --root {params.root} {params.args} --lock {params.lock} "
+        "--record {output.record} > {log} 2>&1"
+
+
+rule hub_models:
+    input:
+        [f"results/hub/{repo}.json" for repo in HUB_MODELS],

@@ -25,14 +25,15 @@ rule score:
         "logs/scores/{scored}/{benchmark}/shard-{i}-of-{n}.benchmark.tsv"
     conda:
         "../../envs/score.yaml"
+    threads: scoring_threads()
     resources:
         **scoring_resources(),
     params:
         args=score_args,
         root=benchmark_root,
     shell:
-        "clip-flant5 score {params.args} --pairs {input.pairs} --image-root {params.root} "
-        "--shard {wildcards.i}/{wildcards.n} --out {output.scores} > {log} 2>&1"
+        "HF_HUB_OFFLINE=1 clip-flant5 score {params.args} --pairs {input.pairs} --image-root {params.root} "
+        "--shard {wildcards.i}/{wildcards.n} --threads {threads} --out {output.scores} > {log} 2>&1"
 
 
 rule merge_scores:

@@ -21,6 +21,7 @@ rule train_stage1:
         "logs/models/{model}/stage1.benchmark.tsv"
     conda:
         "../../envs/train.yaml"
+    threads: training_threads("stage1")
     resources:
         **training_resources("stage1"),
     params:
@@ -29,16 +30,14 @@ rule train_stage1:
         image_root=image_root("stage1"),
         work="results/work/{model}/stage1",
     shell:
-        "{params.launch} train --stage 1 --model {input.model} --data {input.data} "
+        "HF_HUB_OFFLINE=1 {params.launch} train --stage 1 --model {input.model} --data {input.data} "
         "--image-root {params.image_root} --output {output.model} --work-dir {params.work} "
-        "--settings '{params.settings}' > {log} 2>&1"
+        "--threads {threads} --settings '{params.settings}' > {log} 2>&1"
 
 
 rule train_stage2:
     input:
-        model="results/models/{model}/untrained",
-        projector="results/models/{model}/stage1",
-        data="results/data/stage2.json",
+        unpack(stage2_inputs),
     output:
         model=report(
             directory("results/models/{model}/stage2"),
@@ -54,17 +53,19 @@ rule train_stage2:
         "logs/models/{model}/stage2.benchmark.tsv"
     conda:
         "../../envs/train.yaml"
+    threads: training_threads("stage2")
     resources:
         **training_resources("stage2"),
     params:
         launch=launcher("stage2"),
+        projector=stage2_projector,
         settings=train_settings("stage2"),
         image_root=image_root("stage2"),
         work="results/work/{model}/stage2",
     shell:
-        "{params.launch} train --stage 2 --model {input.model} --projector {input.projector} "
+        "HF_HUB_OFFLINE=1 {params.launch} train --stage 2 --model {input.model} --projector {params.projector} "
         "--data {input.data} --image-root {params.image_root} --output {output.model} "
-        "--work-dir {params.work} --settings '{params.settings}' > {log} 2>&1"
+        "--work-dir {params.work} --threads {threads} --settings '{params.settings}' > {log} 2>&1"
 
 
 rule gpu_smoke_job:
@@ -97,13 +98,16 @@ rule stage2:
         model_targets("stage2"),
 
 
-for name in MODELS:
+for name in trained_here("stage1"):
 
     rule:
         name:
             f"stage1_{name}"
         input:
             f"results/models/{name}/stage1",
+
+
+for name in MODELS:
 
     rule:
         name:

@@ -1,4 +1,4 @@
-# The configuration this run used (validated, defaults filled in) and the data lock, for the report.
+# The configuration this run used (validated, defaults filled in) and the data and model locks, for the report.
 import shutil
 
 import yaml
@@ -6,3 +6,4 @@ from clip_flant5.atomic import write_text
 
 write_text(snakemake.output.config, yaml.safe_dump(snakemake.params.config, sort_keys=False))  # noqa: F821
 shutil.copyfile(snakemake.input.lock, snakemake.output.lock)  # noqa: F821
+shutil.copyfile(snakemake.input.models_lock, snakemake.output.models_lock)  # noqa: F821
