@@ -157,11 +157,13 @@ def test_published_checkpoints_to_tables_without_training(workdir):
 
 
 def test_data_fetches_can_run_as_cluster_jobs(workdir):
-    config = yaml.safe_load((workdir / "config/published.yaml").read_text())
+    downloads = {"fetch_source", "fetch_ocrvqa_images"}
+    assert {"fetch_model", *downloads} <= local_rules(workdir, "config/paper.yaml")  # the default: submit host
+    config = yaml.safe_load((workdir / "config/paper.yaml").read_text())
     config["data"]["fetch_on"] = "cluster"
-    (workdir / "config/published-cluster.yaml").write_text(yaml.safe_dump(config))
-    local = local_rules(workdir, "config/published-cluster.yaml")
-    assert "fetch_model" in local and "fetch_source" not in local
+    (workdir / "config/paper-cluster.yaml").write_text(yaml.safe_dump(config))
+    local = local_rules(workdir, "config/paper-cluster.yaml")
+    assert "fetch_model" in local and not downloads & local
 
 
 def test_stage2_can_start_from_the_published_stage1_projector(workdir):

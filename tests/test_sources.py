@@ -50,7 +50,7 @@ def test_manifest_urls_and_ids_are_the_specs(sources):
     models = ("DALLE_3", "SDXL_Turbo", "DeepFloyd_I_XL_v1", "Midjourney_6", "SDXL_2_1", "SDXL_Base")
     assert genai == {"genai_image.json", "genai_skills.json", *(m + ".zip" for m in models)}
     assert all(files[("genai_bench_527", m + ".zip")].repo == "zhiqiulin/GenAI-Bench-527" for m in models)
-    gdrive = {k[0]: f.id for k, f in files.items() if f.kind == "gdrive"}
+    gdrive = {k[0]: f.id for k, f in files.items() if f.kind == "gdrive" and f.id}
     assert gdrive == {"winoground": "1Lril_90vjsbL_2qOaxMu3I-aPpckCDiF", "eqben": "11YUTf06uzRHtFV8rYi96z4vTPi8_GNEM",
                       "tifa160": "1hHVMeVDZlnJz1FFhy_BxiZGIz1tEMm0s"}  # fmt: skip
     https = {k: f.url for k, f in files.items() if f.kind == "https"}
@@ -72,7 +72,8 @@ def test_manifest_layout_contract(sources, tmp_path):
     """Where the training JSONs' image paths and the benchmark loaders expect the data."""
     provided = {p for s in sources.values() if s.group == "train" for p in s.provided_paths(tmp_path)}
     train = tmp_path / "train"
-    for rel in ("coco/train2017", "gqa/images", "ocr_vqa/images", "textvqa/train_images", "vg/VG_100K",
+    # ocr_vqa/images/ is no source's: its images are downloaded from the URLs in ocr_vqa/dataset.json
+    for rel in ("coco/train2017", "gqa/images", "ocr_vqa/dataset.json", "textvqa/train_images", "vg/VG_100K",
                 "vg/VG_100K_2", "LLaVA-Pretrain/blip_laion_cc_sbu_558k.json", "LLaVA-Pretrain/images",
                 "llava_v1_5_mix665k.json"):  # fmt: skip
         assert any(p == train / rel or train / rel in p.parents for p in provided), rel
@@ -84,12 +85,15 @@ def test_manifest_layout_contract(sources, tmp_path):
     assert archives and all(f.unpack == "zip" for f in archives)
 
 
-def test_manual_sources_say_what_to_fetch(sources):
-    manual = {n: s for n, s in sources.items() if s.kind == "manual"}
-    assert set(manual) == {"ocr_vqa"}
-    ocr = manual["ocr_vqa"].instructions
-    assert "1_GYPY5UkUy7HIcR0zq3ZCFgeZN7BAfm_" in ocr and "{group_root}/ocr_vqa/images" in ocr
-    assert "clip-flant5 fix-ocrvqa" in ocr
+def test_no_source_is_manual_and_ocr_vqa_comes_from_its_drive_folder(sources):
+    """Every source downloads without a person (the manual mechanism itself is tested in test_download.py)."""
+    assert [n for n, s in sources.items() if s.kind == "manual"] == []
+    ocr = sources["ocr_vqa"]
+    [f] = ocr.files
+    assert (f.kind, f.id, f.folder, f.filename) == ("gdrive", None, "1_GYPY5UkUy7HIcR0zq3ZCFgeZN7BAfm_", "dataset.json")
+    assert f.dest == "ocr_vqa/dataset.json" and ocr.provides == ("ocr_vqa/dataset.json",)
+    assert f.remote == "https://drive.google.com/drive/folders/1_GYPY5UkUy7HIcR0zq3ZCFgeZN7BAfm_"
+    assert "clip-flant5 fix-ocrvqa" in ocr.note
 
 
 def test_unknown_source_lists_the_valid_names(sources):
@@ -114,7 +118,7 @@ sources:
         ("group: train", "group: training", r"source 'a': field 'group' must be one of"),
         ("kind: https", "kind: ftp", r"source 'a': field 'kind' must be one of"),
         ('url: "https://x/a.zip", ', "", r"source 'a': files\[0\] \(a.zip\): a https file needs the field 'url'"),
-        ("kind: https", "kind: gdrive", r"files\[0\] \(a.zip\): a gdrive file needs the field 'id'"),
+        ("kind: https", "kind: gdrive", r"files\[0\] \(a.zip\): a gdrive file needs the field 'id' .* or 'folder'"),
         ("kind: https", "kind: huggingface", r"files\[0\] \(a.zip\): a huggingface file needs the field 'repo'"),
         ("unpack: zip", "unpack: rar", r"files\[0\] \(a.zip\): field 'unpack' must be one of"),
         ("dest: a}", "dest: ../a}", r"files\[0\] \(a.zip\): field 'dest' must be a relative path"),
@@ -134,6 +138,38 @@ def test_invalid_manifest_names_the_source_and_the_field(tmp_path, old, new, mes
     path = tmp_path / "sources.yaml"
     path.write_text(text)
     with pytest.raises(ManifestError, match=message):
+        load_sources(path)
+
+
+GDRIVE = GOOD.replace("kind: https", "kind: gdrive").replace('url: "https://x/a.zip", ', "FIELDS")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ("id: 1AbC_d-9, folder: 1XyZ, ", r"files\[0\] \(a.zip\): a gdrive file takes 'id' or 'folder', not both"),
+        ("folder: 'not/an id', ", r"files\[0\] \(a.zip\): field 'folder' is not a Google Drive folder id"),
+        ("id: 'x y', ", r"files\[0\] \(a.zip\): field 'id' is not a Google Drive file id"),
+        ("folder: 1XyZ, filename: [a], ", r"field 'filename' \(the file's name in the folder\) must be a string"),
+    ],
+)
+def test_gdrive_files_take_an_id_or_a_folder(tmp_path, fields, message):
+    path = tmp_path / "sources.yaml"
+    path.write_text(GDRIVE.replace("FIELDS", fields))
+    with pytest.raises(ManifestError, match=message):
+        load_sources(path)
+
+
+def test_a_gdrive_file_given_by_its_folder_is_named_by_its_title(tmp_path):
+    path = tmp_path / "sources.yaml"
+    path.write_text(GDRIVE.replace("FIELDS", "folder: 1XyZ, "))
+    [f] = load_sources(path)["a"].files
+    assert (f.id, f.folder, f.filename) == (None, "1XyZ", "a.zip")
+    assert f.remote == "https://drive.google.com/drive/folders/1XyZ"
+    path.write_text(GDRIVE.replace("FIELDS", "folder: 1XyZ, filename: Data Set.zip, "))
+    assert load_sources(path)["a"].files[0].filename == "Data Set.zip"
+    path.write_text(GOOD.replace('url: "https://x/a.zip", ', 'url: "https://x/a.zip", folder: 1XyZ, '))
+    with pytest.raises(ManifestError, match=r"files\[0\] \(a.zip\): field 'folder' is only for gdrive files"):
         load_sources(path)
 
 

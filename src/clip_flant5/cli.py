@@ -125,6 +125,23 @@ def cmd_fetch_model(args) -> None:
         write_json(args.record, record)
 
 
+def cmd_fetch_ocrvqa_images(args) -> None:
+    import shutil
+
+    from .download.ocrvqa_images import download_ocrvqa_images
+
+    report = download_ocrvqa_images(
+        args.dataset, args.images, connections=args.connections, retries=args.retries,
+        allow_failures=args.allow_failures, report_path=args.report, recheck_dead=args.recheck_dead,
+    )  # fmt: skip
+    print(json.dumps(report["counts"]))
+    if args.record:  # the workflow's declared output; --report persists beside the images for the next run
+        from .atomic import atomic_path
+
+        with atomic_path(args.record) as tmp:
+            shutil.copyfile(args.report, tmp)
+
+
 def cmd_data_status(args) -> None:
     from .download import iter_status_lines, lock_status
 
@@ -319,6 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh-lock", action="store_true", help="take what the revision resolves to now")
     p.add_argument("--record", help="write the snapshot's record (path, commit, files) here as JSON")
     p.set_defaults(func=cmd_fetch_model)
+
+    p = sub.add_parser("fetch-ocrvqa-images", help="download the OCR-VQA images from the URLs of its dataset.json")
+    p.add_argument("dataset", help="OCR-VQA dataset.json (fetch ocr_vqa)")
+    p.add_argument("images", help="folder for <id><ext> images; files already there are kept")
+    p.add_argument("--connections", type=_positive, default=16, help="parallel downloads")
+    p.add_argument("--retries", type=_positive, default=4, help="attempts after a transient failure, with backoff")
+    p.add_argument("--report", required=True, help="JSON report (counts, dead URLs with HTTP status); read on rerun")
+    p.add_argument("--record", help="also copy the report here (the workflow's output)")
+    p.add_argument("--allow-failures", action="store_true", help="exit 0 even if images failed after the retries")
+    p.add_argument("--recheck-dead", action="store_true", help="ask again for URLs the last report found dead")
+    p.set_defaults(func=cmd_fetch_ocrvqa_images)
 
     p = sub.add_parser("data-status", help="which sources are present, partial or missing (no network)")
     p.add_argument("source", nargs="*")

@@ -34,7 +34,7 @@ GDRIVE_URL = "https://drive.usercontent.google.com/download?id={id}&export=downl
 
 SOURCE_KEYS = set("group kind description note repo repo_type revision files provides instructions".split())
 FILE_KEYS = set(
-    "name kind url id repo repo_type filename revision size approx_size unpack dest strip_top_level note".split()
+    "name kind url id folder repo repo_type filename revision size approx_size unpack dest strip_top_level note".split()
 )
 INHERITED = ("kind", "repo", "repo_type", "revision")  # file fields that default to the source's value
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -65,9 +65,10 @@ class FileSpec:
     dest: str  # where it lands, relative to the source's group root; an archive's folder
     url: str | None = None
     id: str | None = None  # Google Drive file id
+    folder: str | None = None  # or: a public Google Drive folder holding the file, looked up by `filename` when fetched
     repo: str | None = None
     repo_type: str | None = None
-    filename: str | None = None  # path inside the Hugging Face repo (default: name)
+    filename: str | None = None  # path inside the Hugging Face repo, or title in the Drive folder (default: name)
     revision: str | None = None
     size: int | None = None  # exact size in bytes, verified
     approx_size: int | None = None  # informational only
@@ -78,6 +79,8 @@ class FileSpec:
     @property
     def remote(self) -> str:
         """A URL for messages (what a user would open to fetch the file by hand)."""
+        if self.kind == "gdrive" and self.folder:
+            return f"https://drive.google.com/drive/folders/{self.folder}"
         if self.kind == "gdrive":
             return f"https://drive.google.com/file/d/{self.id}/view"
         if self.kind == "huggingface":
@@ -208,14 +211,16 @@ def _parse_file(fail, index: int, source_raw: dict, raw) -> FileSpec:
     kind = values.get("kind")
     if kind not in FILE_KINDS:
         fail(f"{label}: field 'kind' must be one of {FILE_KINDS} (set on the file or the source), got {kind!r}")
-    required = {"https": ("url",), "gdrive": ("id",), "huggingface": ("repo", "repo_type")}[kind]
+    required = {"https": ("url",), "gdrive": (), "huggingface": ("repo", "repo_type")}[kind]
     for key in required:
         if not isinstance(values.get(key), str) or not values[key]:
             fail(f"{label}: a {kind} file needs the field {key!r}")
     if kind == "https" and not re.match(r"^https?://", values["url"]):
         fail(f"{label}: field 'url' must be an http(s) URL")
-    if kind == "gdrive" and not re.match(r"^[A-Za-z0-9_-]+$", values["id"]):
-        fail(f"{label}: field 'id' is not a Google Drive file id")
+    if kind == "gdrive":
+        _check_gdrive(fail, label, values)
+    elif values.get("folder") is not None:
+        fail(f"{label}: field 'folder' is only for gdrive files")
     if kind == "huggingface" and values["repo_type"] not in REPO_TYPES:
         fail(f"{label}: field 'repo_type' must be one of {REPO_TYPES}")
     unpack = values.get("unpack")
@@ -239,13 +244,14 @@ def _parse_file(fail, index: int, source_raw: dict, raw) -> FileSpec:
                 fail(f"{label}: field {key!r} must be a positive number of bytes")
     if len(sizes) == 2:
         fail(f"{label}: give 'size' (exact, verified) or 'approx_size', not both")
-    filename = values.get("filename") or (name if kind == "huggingface" else None)
+    filename = values.get("filename") or (name if kind == "huggingface" or values.get("folder") else None)
     return FileSpec(
         name=name,
         kind=kind,
         dest=str(PurePosixPath(dest)),
         url=values.get("url"),
         id=values.get("id"),
+        folder=values.get("folder"),
         repo=values.get("repo"),
         repo_type=values.get("repo_type"),
         filename=filename,
@@ -255,6 +261,22 @@ def _parse_file(fail, index: int, source_raw: dict, raw) -> FileSpec:
         note=values.get("note"),
         **sizes,
     )
+
+
+def _check_gdrive(fail, label: str, values: dict) -> None:
+    """A gdrive file is given by its file id, or (where the id is not known, as for OCR-VQA's dataset.json) by the
+    public folder holding it: the id is then looked up by the file's name in the folder's listing when fetched."""
+    given = [key for key in ("id", "folder") if values.get(key) is not None]
+    if not given:
+        fail(f"{label}: a gdrive file needs the field 'id' (its file id) or 'folder' (the id of a public folder that "
+             "holds it under the name 'filename', default: 'name')")  # fmt: skip
+    if len(given) == 2:
+        fail(f"{label}: a gdrive file takes 'id' or 'folder', not both")
+    key = given[0]
+    if not isinstance(values[key], str) or not re.match(r"^[A-Za-z0-9_-]+$", values[key]):
+        fail(f"{label}: field {key!r} is not a Google Drive {'file' if key == 'id' else 'folder'} id")
+    if key == "folder" and values.get("filename") is not None and not isinstance(values["filename"], str):
+        fail(f"{label}: field 'filename' (the file's name in the folder) must be a string")
 
 
 def _parse_size(value):

@@ -135,6 +135,13 @@ def data_ready(*sources):
     return [f"results/data/sources/{name}.json" for name in sources]
 
 
+def ocrvqa_images_ready():
+    """The OCR-VQA images: part of the demo corpus, or downloaded from the URLs of its dataset.json."""
+    if DATA["source"] == "demo":
+        return data_ready("ocr_vqa")
+    return "results/data/ocr_vqa_images.json"
+
+
 def flattened_json():
     if DATA["flattened"] == "published":
         return f"{TRAIN_ROOT}/llava_v1_5_mix665k_flattened_multi_turn.json"

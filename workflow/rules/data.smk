@@ -35,9 +35,33 @@ rule fetch_source:
         "--record {output.record} > {log} 2>&1"
 
 
-rule fix_ocrvqa:
+rule fetch_ocrvqa_images:
     input:
         ready=data_ready("ocr_vqa"),
+    output:
+        report="results/data/ocr_vqa_images.json",
+    log:
+        "logs/data/ocr_vqa_images.log",
+    benchmark:
+        "logs/data/ocr_vqa_images.benchmark.tsv"
+    retries: 2
+    localrule: DATA["fetch_on"] == "submit_host"
+    conda:
+        "../../envs/data.yaml"
+    params:
+        dataset=f"{TRAIN_ROOT}/ocr_vqa/dataset.json",
+        images=f"{TRAIN_ROOT}/ocr_vqa/images",
+        state=f"{TRAIN_ROOT}/ocr_vqa/images.report.json",
+        connections=DATA["download_connections"],
+        allow=flag("allow-failures", DATA["skip_bad_images"]),
+    shell:
+        "clip-flant5 fetch-ocrvqa-images {params.dataset} {params.images} --connections {params.connections} "
+        "--report {params.state} --record {output.report} {params.allow} > {log} 2>&1"
+
+
+rule fix_ocrvqa:
+    input:
+        ready=ocrvqa_images_ready(),
     output:
         report="results/data/ocr_vqa_fix.json",
     log:

@@ -11,26 +11,32 @@ mtime, so a 20 GB archive is not rehashed on every run) and whether it was unpac
 last, when the whole source is in place, and makes a later `fetch_source` return without any network or disk work.
 
 Modules: `fetch` (fetch_source: download, verify, unpack or place, mark complete), `transfer` (download_url), `hub`
-(download_hf), `archive` (unpack_archive), `state` (.state.json, complete.json), `status` (lock_status),
-`errors`, `files` (hashing and small file helpers).
+(download_hf), `gdrive` (resolve_gdrive_file: a file id from its name in a public Drive folder), `archive`
+(unpack_archive), `state` (.state.json, complete.json), `status` (lock_status), `errors`, `files` (hashing and small
+file helpers), `ocrvqa_images` (download_ocrvqa_images: the OCR-VQA images from the URLs of its dataset.json).
 """
 
 from .archive import TAR_MODES, UNPACK_STAMP, unpack_archive
 from .errors import (
     ChecksumError,
     CorruptArchiveError,
+    DatasetFileError,
     DownloadError,
     DownloadTimeout,
     HTTPStatusError,
+    ImageDownloadsFailed,
     ManualDownloadRequired,
     NotAFileError,
+    NotInFolderError,
     SizeMismatchError,
     UnpackError,
     UnsafeArchiveError,
 )
 from .fetch import fetch_source
 from .files import sha256_file
+from .gdrive import FolderEntry, list_gdrive_folder, resolve_gdrive_file
 from .hub import download_hf
+from .ocrvqa_images import download_ocrvqa_images
 from .state import COMPLETE_NAME, STATE_NAME, marker_path
 from .status import FileStatus, SourceStatus, iter_status_lines, lock_status
 from .transfer import RETRY_STATUS, USER_AGENT, FetchOptions, download_url
@@ -44,23 +50,30 @@ __all__ = [
     "USER_AGENT",
     "ChecksumError",
     "CorruptArchiveError",
+    "DatasetFileError",
     "DownloadError",
     "DownloadTimeout",
     "FetchOptions",
     "FileStatus",
+    "FolderEntry",
     "HTTPStatusError",
+    "ImageDownloadsFailed",
     "ManualDownloadRequired",
     "NotAFileError",
+    "NotInFolderError",
     "SizeMismatchError",
     "SourceStatus",
     "UnpackError",
     "UnsafeArchiveError",
     "download_hf",
+    "download_ocrvqa_images",
     "download_url",
     "fetch_source",
     "iter_status_lines",
+    "list_gdrive_folder",
     "lock_status",
     "marker_path",
+    "resolve_gdrive_file",
     "sha256_file",
     "unpack_archive",
 ]

@@ -40,6 +40,23 @@ class ManualDownloadRequired(DownloadError):
     pass
 
 
+class NotInFolderError(DownloadError):
+    """A Google Drive folder's listing has no file of the wanted name (or several): the message lists what it holds."""
+
+
+class DatasetFileError(DownloadError):
+    """A downloaded dataset file (OCR-VQA's dataset.json) is missing or not in the expected format."""
+
+
+class ImageDownloadsFailed(DownloadError):
+    """Some images could not be fetched after all retries (transient errors: a rerun resumes); `.report` holds the
+    report dict. Dead URLs (404, an HTML page, ...) are never this error: they are only reported."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
 class UnpackError(DownloadError):
     pass
 

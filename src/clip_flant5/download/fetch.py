@@ -34,6 +34,7 @@ from .errors import (
     SizeMismatchError,
 )
 from .files import _move_aside, sha256_file
+from .gdrive import resolve_gdrive_file
 from .hub import download_hf
 from .state import STATE_NAME, _complete_entries, _State, marker_path
 from .status import _instructions
@@ -131,9 +132,10 @@ def _fetch_file(
     installed = state.installed(f.name)
     if installed and locked in (None, installed) and join_rel(source.root(root), f.dest).exists():
         return installed
+    what = f" (the file {f.filename!r} in that folder)" if f.folder else ""
     hint = (
-        f"Fetch it by hand from {f.remote} and put it at {path}, then rerun: it is verified (or recorded in the "
-        "lock) like a download."
+        f"Fetch it by hand from {f.remote}{what} and put it at {path}, then rerun: it is verified (or recorded in "
+        "the lock) like a download."
     )
     log.info("fetching %s from %s", label, f.remote)
     expected_sha = locked.sha256 if locked else None
@@ -147,7 +149,10 @@ def _fetch_file(
                 f"the rejected file was moved to {bad}"
             )
     else:
-        url = GDRIVE_URL.format(id=f.id) if f.kind == "gdrive" else f.url
+        url = f.url
+        if f.kind == "gdrive":  # a file given by its folder: its id is looked up by name only when it is needed
+            file_id = f.id or resolve_gdrive_file(f.folder, f.filename, options=options, hint=hint)
+            url = GDRIVE_URL.format(id=file_id)
         entry = download_url(
             url,
             path,
