@@ -158,6 +158,19 @@ def peak_tflops(device: torch.device, override: float | None) -> tuple[float | N
     return None, f"no peak known for {name} (give --peak-tflops)"
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def default_result_path(stem: str, tiny: bool, name: str) -> Path:
+    """benchmarks/results/<stem>[_tiny]_<device name as a slug>.json"""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+    return Path(__file__).parent / "results" / f"{stem}{'_tiny' if tiny else ''}_{slug}.json"
+
+
 def percent(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -233,18 +246,17 @@ def main(argv: list[str] | None = None) -> dict:
     hfu = (
         (flops["model"] + (flops["recompute"] if args.checkpointing else 0)) / step_s / (peak * 1e12) if peak else None
     )
+    device_label = device_name(device)
     if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
         memory = {"peak_allocated_gib": torch.cuda.max_memory_allocated(device) / 2**30,
                   "peak_reserved_gib": torch.cuda.max_memory_reserved(device) / 2**30,
                   "after_build_gib": static_mem / 2**30}  # fmt: skip
     else:
-        device_name = platform.processor() or platform.machine()
         memory = {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     result = {
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "shapes": "tiny" if args.tiny else "clip-flant5-xl (CLIP ViT-L/14-336 + flan-t5-xl)",
-        "device": device_name, "torch": torch.__version__, "dtype": args.dtype,
+        "device": device_label, "torch": torch.__version__, "dtype": args.dtype,
         "gradient_checkpointing": args.checkpointing, "micro_batch": args.micro_batch, "image_patches": patches,
         "text_tokens": args.text_tokens, "answer_tokens": args.answer_tokens, "encoder_tokens_per_sample":
         patches + args.text_tokens - 1, "warmup_steps": args.warmup, "timed_steps": args.steps,
@@ -263,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
         "checkpointing recompute 2*(N_enc+N_xkv)*B*Le + 2*N_dec*B*La + T5 attention forward",
     }  # fmt: skip
     mem = ", ".join(f"{k} {v:.2f}" for k, v in memory.items())
-    print(f"{result['shapes']} on {device_name}: micro-batch {args.micro_batch}, {patches} image patches + "
+    print(f"{result['shapes']} on {device_label}: micro-batch {args.micro_batch}, {patches} image patches + "
           f"{args.text_tokens} prompt + {args.answer_tokens} answer tokens, {args.dtype}, gradient checkpointing "
           f"{'on' if args.checkpointing else 'off'}; trainable {result['trainable_params'] / 1e6:.1f} M of "
           f"{result['total_params'] / 1e6:.1f} M parameters (built in {build_s:.1f} s)")  # fmt: skip
@@ -274,8 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"MFU {percent(mfu)}, HFU {percent(hfu)} (peak {peak} TFLOP/s: {peak_source})")  # fmt: skip
     print(f"memory (GiB)     {mem}")
     print(f"loss             {losses[0]:.4f} -> {losses[-1]:.4f}")
-    default_name = f"gpu_stage2_benchmark{'_tiny' if args.tiny else ''}_{re.sub(r'[^A-Za-z0-9]+', '-', device_name)}"
-    out = args.out or Path(__file__).parent / "results" / f"{default_name.strip('-').lower()}.json"
+    out = args.out or default_result_path("gpu_stage2_benchmark", args.tiny, device_label)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

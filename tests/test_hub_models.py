@@ -109,3 +109,26 @@ def test_select_files_takes_shards_with_their_index():
         select_files("r", ["config.json"], ["checkpoint"])
     with pytest.raises(ValueError, match="unknown model role"):
         select_files("r", files, ["everything"])
+
+
+@pytest.mark.parametrize("prefix", ["", "model."])
+def test_a_published_stage1_projector_is_fetched_alone_and_loads(hub, tmp_path, tiny_model, prefix):
+    """The stage-1 repositories hold mm_projector.bin as the original trainer wrote it: bf16, keys named after the
+    module path (with or without a `model.` prefix, as LLaVA-style trainers differ); stage 2 strips up to it."""
+    import io
+
+    import torch
+
+    from clip_flant5.checkpoint import load_projector
+
+    weights = {f"{prefix}mm_projector.{k}": torch.randn_like(v).to(torch.bfloat16)
+               for k, v in tiny_model.mm_projector.state_dict().items()}  # fmt: skip
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    hub.push("acme/stage-1", {"mm_projector.bin": buffer.getvalue(), "config.json": b"{}", "trainer_state.json": b"{}"})
+    run, record = fetch(hub, tmp_path, "acme/stage-1", "--role", "projector")
+    assert run.returncode == 0, run.stderr
+    assert record["files"] == ["config.json", "mm_projector.bin"]
+    load_projector(tiny_model, record["path"])
+    for key, value in tiny_model.mm_projector.state_dict().items():
+        assert torch.equal(value, weights[f"{prefix}mm_projector.{key}"].float())

@@ -1,11 +1,21 @@
 """The CLIP-FlanT5 model: image splicing, forward, gradients, projectors, generation, registration."""
 
+import importlib.metadata
+import sys
+import types
+
 import pytest
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, T5ForConditionalGeneration
 
-from clip_flant5.model import CLIPT5Config, CLIPT5ForConditionalGeneration, build_projector
+from clip_flant5.model import (
+    CLIPT5Config,
+    CLIPT5ForConditionalGeneration,
+    build_projector,
+    choose_attention,
+    flash_attn_importable,
+)
 from clip_flant5.prompts import IMAGE_TOKEN_INDEX as IMG
 
 # Rows with the image token at the start, in the middle, at the end, absent (text-only), and with
@@ -265,3 +275,72 @@ def test_flan_t5_lm_head_stays_untied(tiny_model):
     assert tiny_model.lm_head.weight is not tiny_model.shared.weight
     assert tiny_model.encoder.embed_tokens.weight is tiny_model.shared.weight
     assert not torch.equal(tiny_model.lm_head.weight, tiny_model.shared.weight)
+
+
+# -- attention implementations ------------------------------------------------------------------------------------
+@pytest.fixture
+def flash_attn_installed(monkeypatch):
+    """`import flash_attn` succeeds (a stand-in module)."""
+    monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))
+
+
+@pytest.fixture
+def flash_attn_missing(monkeypatch):
+    """`import flash_attn` raises ImportError (None in sys.modules), installed here or not."""
+    monkeypatch.setitem(sys.modules, "flash_attn", None)
+
+
+def test_flash_attention_only_on_cuda_in_half_precision_when_it_imports(flash_attn_installed):
+    assert flash_attn_importable()
+    assert choose_attention("cuda", torch.bfloat16) == {"language": "sdpa", "vision": "flash_attention_2"}
+    assert choose_attention(torch.device("cuda", 1), torch.float16)["vision"] == "flash_attention_2"
+    assert choose_attention("cuda", torch.float32) == {"language": "sdpa", "vision": "sdpa"}  # flash-attn: half only
+    assert choose_attention("cpu", torch.bfloat16) == {"language": "sdpa", "vision": "sdpa"}
+    assert choose_attention("cpu", torch.float32) == {"language": "sdpa", "vision": "sdpa"}
+
+
+def test_sdpa_when_flash_attn_does_not_import(flash_attn_missing):
+    assert not flash_attn_importable()
+    assert choose_attention("cuda", torch.bfloat16) == {"language": "sdpa", "vision": "sdpa"}
+
+
+def test_cpu_choice_does_not_import_flash_attn(monkeypatch):
+    monkeypatch.setattr("clip_flant5.model.flash_attn_importable", lambda: pytest.fail("flash_attn imported"))
+    assert choose_attention("cpu", torch.bfloat16)["vision"] == "sdpa"
+
+
+def test_every_sub_model_is_built_on_sdpa(tiny_model):
+    assert tiny_model.attention_implementations() == {"language": "sdpa", "vision": "sdpa"}
+    assert tiny_model.encoder.config._attn_implementation == tiny_model.decoder.config._attn_implementation == "sdpa"
+
+
+def test_set_attention_sets_each_tower_and_keeps_the_outputs(tiny_model):
+    ids, mask, images, labels = make_batch(tiny_model, ROWS)
+    with torch.no_grad():
+        sdpa = tiny_model(input_ids=ids, attention_mask=mask, images=images, labels=labels).logits
+    assert tiny_model.set_attention({"language": "eager", "vision": "sdpa"}) == {"language": "eager", "vision": "sdpa"}
+    assert tiny_model.encoder.config._attn_implementation == tiny_model.decoder.config._attn_implementation == "eager"
+    assert tiny_model.set_attention({"vision": "eager"}) == {"language": "eager", "vision": "eager"}
+    with torch.no_grad():
+        eager = tiny_model(input_ids=ids, attention_mask=mask, images=images, labels=labels).logits
+    torch.testing.assert_close(eager, sdpa, rtol=1e-4, atol=1e-5)
+    assert tiny_model.set_attention(choose_attention("cpu", torch.float32)) == {"language": "sdpa", "vision": "sdpa"}
+    with pytest.raises(ValueError, match="unknown attention keys"):
+        tiny_model.set_attention({"t5": "sdpa"})
+
+
+def test_t5_has_no_flash_attention(tiny_model):
+    with pytest.raises(ValueError, match="does not support Flash Attention"):
+        tiny_model.set_attention({"language": "flash_attention_2"})
+
+
+def test_flash_attention_needs_the_package(tiny_model):
+    try:
+        importlib.metadata.version("flash-attn")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    else:
+        pytest.skip("flash-attn is installed")
+    with pytest.raises(ImportError, match="FlashAttention2"):
+        tiny_model.set_attention({"vision": "flash_attention_2"})
+    assert tiny_model.attention_implementations()["vision"] == "sdpa"

@@ -50,6 +50,37 @@ IGNORED_CHECKPOINT_KEYS = {
 }
 
 
+# Attention implementations (transformers' `attn_implementation` names). T5 has no flash-attn path: its relative
+# position bias is an additive float mask that flash-attn kernels do not take (transformers declares T5
+# `_supports_flash_attn = False`); SDPA takes it as `attn_mask`. The CLIP tower has no bias and no mask.
+LANGUAGE_ATTENTION = "sdpa"
+FLASH_ATTENTION = "flash_attention_2"
+
+
+def flash_attn_importable() -> bool:
+    """Whether `import flash_attn` succeeds (installed AND built for this torch: a wheel built against another
+    torch is found by pip but fails to import with an undefined symbol)."""
+    try:
+        import flash_attn  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+def choose_attention(device: str | torch.device, dtype: torch.dtype = torch.bfloat16) -> dict[str, str]:
+    """Attention implementations for a model that will run on `device` in `dtype`:
+    {"language": "sdpa", "vision": "flash_attention_2" or "sdpa"}.
+
+    The vision tower gets flash-attn on a CUDA device in bf16/fp16 when `flash_attn` imports (the `gpu` extra),
+    SDPA otherwise; T5 always SDPA (see LANGUAGE_ATTENTION). Apply with `model.set_attention(...)`. What
+    transformers 5 builds by default is SDPA for every sub-model (CLIPVisionModel is built in __init__ from its
+    own config, so `from_pretrained(attn_implementation=...)` does not reach it)."""
+    device = torch.device(device)
+    half = dtype in (torch.bfloat16, torch.float16)
+    vision = FLASH_ATTENTION if device.type == "cuda" and half and flash_attn_importable() else "sdpa"
+    return {"language": LANGUAGE_ATTENTION, "vision": vision}
+
+
 class CLIPT5Config(T5Config):
     """A FlanT5 config plus the LLaVA-style `mm_*` fields of the published checkpoints.
 
@@ -176,6 +207,31 @@ class CLIPT5ForConditionalGeneration(T5ForConditionalGeneration):
             init.uniform_(module.bias, -bound, bound)
             return
         super()._init_weights(module)
+
+    # -- attention --------------------------------------------------------------------------------
+    def set_attention(self, attention: dict[str, str]) -> dict[str, str]:
+        """Set the attention implementation of T5 (`attention["language"]`: its encoder and decoder stacks) and
+        of the CLIP tower (`attention["vision"]`), e.g. `model.set_attention(choose_attention(device, dtype))`
+        once the weights are on their device. Returns `attention_implementations()`."""
+        unknown = set(attention) - {"language", "vision"}
+        if unknown:
+            raise ValueError(f"unknown attention keys {sorted(unknown)}; valid: language, vision")
+        if "language" in attention:
+            # transformers hands the value down to every sub-model, the CLIP tower too: set the tower after.
+            vision_now = self.vision_tower.vision_tower.config._attn_implementation
+            self.set_attn_implementation(attention["language"])
+            self.vision_tower.vision_tower.set_attn_implementation(attention.get("vision", vision_now))
+        elif "vision" in attention:
+            self.vision_tower.vision_tower.set_attn_implementation(attention["vision"])
+        return self.attention_implementations()
+
+    def attention_implementations(self) -> dict[str, str]:
+        """{"language": T5's implementation, "vision": the CLIP tower's}."""
+        language = {self.config._attn_implementation, self.encoder.config._attn_implementation,
+                    self.decoder.config._attn_implementation}  # fmt: skip
+        if len(language) != 1:
+            raise RuntimeError(f"T5's encoder and decoder use different attention implementations: {language}")
+        return {"language": language.pop(), "vision": self.vision_tower.vision_tower.config._attn_implementation}
 
     # -- images -------------------------------------------------------------------------------
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
