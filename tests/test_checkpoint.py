@@ -1,16 +1,20 @@
 """Checkpoints in the published layout: loading, saving, projector files, the upstream fixture."""
 
+import gc
 import json
 import math
 import shutil
+import weakref
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from clip_flant5.checkpoint import (
     CheckpointError,
     config_for_disk,
+    load_config,
     load_model,
     load_projector,
     save_model,
@@ -19,6 +23,7 @@ from clip_flant5.checkpoint import (
 )
 from clip_flant5.images import load_and_preprocess
 from clip_flant5.inference import load_tokenizer
+from clip_flant5.model import CLIPT5ForConditionalGeneration
 from clip_flant5.prompts import scoring_prompt, tokenize_with_image
 
 # Key names of the published checkpoints (spec model.md), written out rather than derived from code.
@@ -116,6 +121,109 @@ def test_bf16_published_weights_load(tiny_model, tmp_path):
     reference = tiny_model.to(torch.bfloat16)
     assert torch.equal(loaded.shared.weight, reference.shared.weight)
     assert torch.equal(loaded.lm_head.weight, reference.lm_head.weight)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("fmt, shard", [("bin", None), ("bin", "200KB"), ("safetensors", "200KB")])
+def test_load_gives_the_model_from_pretrained_gives(tiny_model, tmp_path, dtype, fmt, shard):
+    """load_model fills the model itself (shard by shard); transformers' from_pretrained is the reference."""
+    path = write_published(tiny_model, tmp_path / "ckpt", fmt=fmt, shard=shard, dtype=torch.bfloat16)
+    ours = load_model(path, dtype=dtype)
+    reference = CLIPT5ForConditionalGeneration.from_pretrained(path, config=load_config(path), dtype=dtype).eval()
+    state, expected = ours.state_dict(), reference.state_dict()
+    assert list(state) == list(expected)
+    for key, tensor in expected.items():  # the same values in the same dtypes (fp16: T5 keeps `wo` in fp32)
+        assert state[key].dtype == tensor.dtype and torch.equal(state[key], tensor), key
+    params = dict(ours.named_parameters(remove_duplicate=False))
+    reference_params = dict(reference.named_parameters(remove_duplicate=False))
+
+    def tied_groups(named):
+        return sorted(sorted(k for k in named if named[k] is p) for p in named.values())
+
+    assert tied_groups(params) == tied_groups(reference_params)  # the embeddings tied, lm_head its own
+    trains = {k: p.requires_grad for k, p in params.items() if not k.startswith("vision_tower.")}
+    assert trains == {k: p.requires_grad for k, p in reference_params.items() if not k.startswith("vision_tower.")}
+    # CLIP stays frozen as the model builds it (from_pretrained's fresh Parameters would make it trainable).
+    assert not any(p.requires_grad for k, p in params.items() if k.startswith("vision_tower."))
+    assert all(torch.equal(b, reference.get_buffer(k)) for k, b in ours.named_buffers())
+    assert ours.config.to_dict() == reference.config.to_dict()
+    assert ours.generation_config.to_dict() == reference.generation_config.to_dict()
+    assert ours.attention_implementations() == reference.attention_implementations()
+    assert not ours.training
+
+
+class _OpenShards:
+    """Wraps torch.load: at each call, counts the tensors of the files loaded before that are still alive."""
+
+    def __init__(self, load):
+        self.load, self.earlier, self.alive_at_open = load, [], []
+
+    def __call__(self, *args, **kwargs):
+        gc.collect()
+        self.alive_at_open.append(sum(ref() is not None for ref in self.earlier))
+        state = self.load(*args, **kwargs)
+        self.earlier += [weakref.ref(t) for t in state.values()]
+        return state
+
+
+def test_shards_are_read_one_at_a_time(tiny_model, tmp_path, monkeypatch):
+    """A bf16 shard loaded in fp32 is released before the next is read: peak memory is the weights + one shard
+    (transformers 5's from_pretrained maps every shard first and holds them all until the end)."""
+    path = write_published(tiny_model, tmp_path / "ckpt", shard="200KB", dtype=torch.bfloat16)
+    assert len(list(path.glob("pytorch_model-*.bin"))) > 3
+    spy = _OpenShards(torch.load)
+    monkeypatch.setattr(torch, "load", spy)
+    model = load_model(path, dtype=torch.float32)
+    assert len(spy.alive_at_open) == len(list(path.glob("pytorch_model-*.bin")))
+    assert spy.alive_at_open == [0] * len(spy.alive_at_open)
+    assert model.shared.weight.dtype == torch.float32
+
+
+class _HostCopies(TorchDispatchMode):
+    """Counts the float tensors that dtype or device copies (aten._to_copy) make in host memory."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten._to_copy.default and out.device.type == "cpu" and out.is_floating_point():
+            self.count += 1
+        return out
+
+
+def test_weights_go_to_the_device_as_stored_and_convert_there(tiny_model, tmp_path):
+    """The GPU path, run on the meta device (no GPU here; the code is the same for any device): the model is built
+    there and each tensor is sent as stored in the checkpoint, then converted on the device, so the host never
+    holds a converted copy. (The old from_pretrained + .to(device) converted every weight on the host, in worker
+    threads this dispatch mode does not see, and its .to("meta") untied the embeddings.)"""
+    path = write_published(tiny_model, tmp_path / "ckpt", shard="200KB", dtype=torch.bfloat16)
+    with _HostCopies() as copies:
+        model = load_model(path, dtype=torch.float32, device="meta")
+    assert copies.count == 0
+    assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {"meta"}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.encoder.embed_tokens.weight is model.shared.weight
+    assert model.lm_head.weight is not model.shared.weight
+
+
+def test_shape_and_file_errors_are_checkpoint_errors(tiny_model, tmp_path):
+    path = write_published(tiny_model, tmp_path / "ckpt", shard="200KB")
+    index = json.loads((path / "pytorch_model.bin.index.json").read_text())
+    shard = index["weight_map"]["mm_projector.2.bias"]
+    (path / shard).rename(path / "elsewhere.bin")
+    with pytest.raises(CheckpointError, match=f"names {shard}, which is not in"):
+        load_model(path)
+    state = torch.load(path / "elsewhere.bin", weights_only=True)
+    state["mm_projector.2.bias"] = torch.zeros(3)
+    torch.save(state, path / shard)
+    with pytest.raises(CheckpointError, match=r"mismatched_keys.*mm_projector\.2\.bias: \(3,\) in the checkpoint"):
+        load_model(path)
+    for weights in path.glob("*.bin*"):
+        weights.unlink()
+    with pytest.raises(CheckpointError, match="holds no weights"):
+        load_model(path)
 
 
 @pytest.mark.parametrize("change", ["drop", "extra"])

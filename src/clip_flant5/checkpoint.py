@@ -10,20 +10,29 @@ false` for FlanT5, which transformers 4 needs to keep `lm_head` untied and unsca
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
+import mmap
 import os
+import re
 import shutil
+import sys
+import zipfile
 from pathlib import Path
 
 import torch
+from accelerate import init_empty_weights
 from huggingface_hub import hf_hub_download, split_torch_state_dict_into_shards
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError
+from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModel, T5Config
+from transformers import initialization as init
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import logging as hf_logging
 
 from .atomic import atomic_dir, atomic_path, write_json
-from .model import CLIPT5Config, CLIPT5ForConditionalGeneration
+from .model import IGNORED_CHECKPOINT_KEYS, CLIPT5Config, CLIPT5ForConditionalGeneration, choose_attention
 
 CONFIG_NAME = "config.json"
 PROJECTOR_NAME = "mm_projector.bin"
@@ -161,6 +170,15 @@ def write_weights(state_dict: dict, out_dir: Path, fmt: str = "safetensors", max
 
 
 # -- whole checkpoints --------------------------------------------------------------------------------
+# Weight files in the order transformers looks for them (safetensors first).
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
 def load_model(
     path: str | os.PathLike,
     dtype: torch.dtype = torch.float32,
@@ -170,19 +188,201 @@ def load_model(
 ) -> CLIPT5ForConditionalGeneration:
     """Load a CLIP-FlanT5 checkpoint (published or ours): .bin or .safetensors, sharded or not.
 
-    Raises if any weight is missing or any key is left over beyond `model.IGNORED_CHECKPOINT_KEYS`.
+    Raises if any weight is missing or any key is left over beyond `model.IGNORED_CHECKPOINT_KEYS`. Attention:
+    `model.choose_attention` (the CLIP tower on flash-attn on a GPU where it is installed, SDPA otherwise).
     `config_overrides` set config fields before the model is built (e.g. dropout_rate).
+
+    Memory: the model is built without weights (parameters on the meta device, buffers on `device`) and filled
+    one shard at a time: each tensor goes to `device` as stored (a GPU gets the checkpoint's bytes) and is
+    converted to `dtype` there, and a shard is released before the next is read; within a memory-mapped .bin
+    shard, the pages of each copied tensor are handed back at once. Peak host memory: the weights in `dtype` plus
+    about one tensor on the CPU, about one tensor on a GPU. A .bin tensor already in `dtype` on the CPU is used in
+    place (memory-mapped from the file, no copy), as transformers does. Tied weights are tied as from_pretrained
+    ties them. Under DeepSpeed ZeRO-3 (zero.Init) it is transformers' from_pretrained.
     """
     config = load_config(path, vision_tower)
     for key, value in config_overrides.items():
         setattr(config, key, value)
-    model, info = CLIPT5ForConditionalGeneration.from_pretrained(
-        path, config=config, dtype=dtype, output_loading_info=True
+    if is_deepspeed_zero3_enabled():  # zero.Init partitions the weights as they load: transformers' own path
+        model, info = CLIPT5ForConditionalGeneration.from_pretrained(
+            path, config=config, dtype=dtype, output_loading_info=True
+        )
+        problems = {k: sorted(info[k]) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[k]}
+        if problems:
+            raise CheckpointError(f"{path}: weights do not match the model: {problems}")
+        return model.to(device).eval()
+    files, keys = _weight_files(path)
+    config.name_or_path = str(path)  # as from_pretrained records it
+    device = torch.device(device)
+    with torch.device(device), init_empty_weights(include_buffers=False), init.no_init_weights():
+        model = CLIPT5ForConditionalGeneration._from_config(config, dtype=dtype)
+    _load_weights(model, path, files, keys, device)
+    model.set_attention(choose_attention(device, dtype))  # after the weights: flash-attn checks where they are
+    model.adjust_generation_fn(  # the generation config as from_pretrained reads it (generation_config.json or config)
+        generation_config=None, from_auto_class=False, from_pipeline=False, pretrained_model_name_or_path=str(path),
+        cache_dir=None, force_download=False, proxies=None, local_files_only=False, token=None, revision=None,
+        subfolder="", trust_remote_code=False,
+    )  # fmt: skip
+    return model.eval()
+
+
+def _weight_files(path) -> tuple[list[Path], set[str] | None]:
+    """The checkpoint's weight files (downloaded if `path` is a hub id) and, when sharded, all its keys."""
+    for name in WEIGHT_FILES:
+        found = _checkpoint_file(path, name)
+        if found is None:
+            continue
+        if not name.endswith(".index.json"):
+            return [found], None
+        try:
+            weight_map = json.loads(found.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{found}: not a shard index with a weight_map ({err})") from err
+        shards = []
+        for shard in dict.fromkeys(weight_map.values()):
+            shards.append(_checkpoint_file(path, shard))
+            if shards[-1] is None:
+                raise CheckpointError(f"{found} names {shard}, which is not in {path}")
+        return shards, set(weight_map)
+    raise CheckpointError(f"{path} holds no weights: none of {', '.join(WEIGHT_FILES)}")
+
+
+def _checkpoint_file(path, name: str) -> Path | None:
+    if Path(path).is_dir():
+        return Path(path) / name if (Path(path) / name).is_file() else None
+    try:
+        return Path(hf_hub_download(str(path), name))
+    except EntryNotFoundError:
+        return None
+    except (HFValidationError, OSError) as err:
+        raise CheckpointError(f"cannot fetch {name} of {path} ({err})") from err
+
+
+@contextlib.contextmanager
+def _open_shard(file: Path):
+    """(keys, iterator of (key, tensor), release) of one weight file, read lazily; closed on exit.
+
+    safetensors: read tensor by tensor (pread, no mapping). .bin: memory-mapped (torch.load mmap=True); once a
+    tensor has been copied, `release(tensor)` hands its pages back, so that only the tensor being read is resident,
+    not the whole file.
+    """
+    if file.suffix == ".safetensors":
+        try:
+            handle = safe_open(file, framework="pt", device="cpu", backend="pread")
+        except TypeError:  # safetensors < 0.8: memory-mapped, released with the file
+            handle = safe_open(file, framework="pt", device="cpu")
+        with handle as f:
+            keys = list(f.keys())
+            yield keys, ((k, f.get_tensor(k)) for k in keys), lambda tensor: None
+        return
+    mapped = zipfile.is_zipfile(file)  # mmap needs the zip format (torch >= 1.6); an older file is read whole
+    state = torch.load(file, map_location="cpu", weights_only=True, mmap=mapped)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file} is not a state dict (a {type(state).__name__})")
+    try:
+        yield list(state), ((k, state.pop(k)) for k in list(state)), _drop_pages if mapped else lambda tensor: None
+    finally:
+        del state
+
+
+def _drop_pages(tensor: torch.Tensor) -> None:
+    """madvise(MADV_DONTNEED) on the whole pages of a tensor memory-mapped from a checkpoint (Linux).
+
+    torch.load maps the file and nothing has written to it during the load, so the pages are clean copies of the
+    file: they leave the process's resident set, and whatever reads them again (an alias of the same bytes, a
+    weight the model uses in place) gets them from the file. Only pages wholly inside the tensor are dropped.
+    """
+    if _LIBC is None or tensor.device.type != "cpu":
+        return
+    page = mmap.PAGESIZE
+    start = -(-tensor.data_ptr() // page) * page
+    end = (tensor.data_ptr() + tensor.numel() * tensor.element_size()) // page * page
+    if end > start:
+        _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), mmap.MADV_DONTNEED)
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _load_weights(model, path, files: list[Path], keys: set[str] | None, device: torch.device) -> None:
+    """Fill an empty (meta) model from the weight files, one shard at a time, checking every key."""
+    expected = model.state_dict()  # meta tensors: the names, shapes and dtypes the model wants
+    tied = dict(model.all_tied_weights_keys)  # target -> source, e.g. encoder.embed_tokens.weight -> shared.weight
+    fp32 = _keep_in_fp32(model, expected)
+    if keys is not None:  # sharded: the index names every key, so check them before reading any data
+        _check_names(path, expected, tied, keys)
+    loaded, mismatched = {}, []
+    for file in files:
+        with _open_shard(file) as (shard_keys, tensors, release):
+            if keys is None:
+                _check_names(path, expected, tied, shard_keys)
+            batch = {}
+            for key, tensor in tensors:
+                name = _model_key(key)
+                if name not in expected:
+                    continue  # an ignored key (_check_names raised on any other)
+                if tensor.shape != expected[name].shape:
+                    mismatched.append(f"{key}: {tuple(tensor.shape)} in the checkpoint, {tuple(expected[name].shape)} "
+                                      "in the model")  # fmt: skip
+                    continue
+                # As stored to the device (a GPU gets the checkpoint's bytes, no host copy), then converted there;
+                # both are no-ops for a tensor already in place, which the model then uses as it is.
+                value = tensor.to(device).to(torch.float32 if name in fp32 else expected[name].dtype)
+                source = loaded.get(tied.get(name))
+                if source is not None and _same(source, value):
+                    release(tensor)
+                    continue  # a tied copy (the alias of shared.weight): tie_weights below shares the source
+                if value is not tensor:
+                    release(tensor)  # copied: the file's pages are no longer needed
+                batch[name] = loaded[name] = value
+            tensor = value = None  # no reference into this shard outlives it
+            model.load_state_dict(batch, strict=False, assign=True)  # keeps each parameter's requires_grad
+            del batch
+    if mismatched:
+        raise CheckpointError(f"{path}: weights do not match the model: {{'mismatched_keys': {sorted(mismatched)}}}")
+    # As from_pretrained: a tied target absent from the checkpoint (or skipped above as equal) becomes its source;
+    # one whose checkpoint copy differs stays its own tensor (transformers warns).
+    model.tie_weights(missing_keys=set(expected) - set(loaded), recompute_mapping=False)
+    left = [k for k, t in model.state_dict().items() if t.is_meta and device.type != "meta"]
+    if left:  # _check_names let every key through that tie_weights would fill
+        raise CheckpointError(f"{path}: weights do not match the model: {{'missing_keys': {sorted(left)}}}")
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.is_meta or (a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b))
+
+
+def _model_key(key: str) -> str:
+    """A checkpoint key under this model's names (transformers 5 drops CLIP's `vision_model.` level)."""
+    return VISION_PREFIX + key[len(V4_VISION_PREFIX) :] if key.startswith(V4_VISION_PREFIX) else key
+
+
+def _check_names(path, expected: dict, tied: dict[str, str], checkpoint_keys) -> None:
+    """Raise on keys the model lacks (beyond IGNORED_CHECKPOINT_KEYS) and on weights the checkpoint lacks."""
+    names = {_model_key(k) for k in checkpoint_keys}
+    ignored = [re.compile(p) for p in IGNORED_CHECKPOINT_KEYS]
+    unexpected = sorted(
+        k
+        for k in checkpoint_keys
+        if _model_key(k) not in expected and not any(p.search(k) or p.search(_model_key(k)) for p in ignored)
     )
-    problems = {k: sorted(info[k]) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[k]}
+    # A tied pair needs one of its two names (from_pretrained ties either way round).
+    partner = {**tied, **{source: target for target, source in tied.items()}}
+    missing = sorted(k for k in expected if k not in names and partner.get(k) not in names)
+    problems = {k: v for k, v in (("missing_keys", missing), ("unexpected_keys", unexpected)) if v}
     if problems:
         raise CheckpointError(f"{path}: weights do not match the model: {problems}")
-    return model.to(device).eval()
+
+
+def _keep_in_fp32(model, expected: dict) -> set[str]:
+    """Weights from_pretrained keeps in fp32 in a low-precision load (T5's `wo` in fp16, as transformers does)."""
+    dtype = model.dtype
+    modules = set(model._keep_in_fp32_modules or ()) if dtype == torch.float16 else set()
+    if dtype in (torch.float16, torch.bfloat16):
+        modules |= set(model._keep_in_fp32_modules_strict or ())
+    if not modules:
+        return set()
+    return {name for name in expected if any(m in name.split(".") for m in modules)}
 
 
 def save_model(
