@@ -1,6 +1,7 @@
 """The clip-flant5 command line, run as users run it."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -66,3 +67,14 @@ def test_variants_lists_the_registry():
     assert names["clip-flant5-xl"]["language"] == "google/flan-t5-xl"
     assert names["clip-flant5-xxl-no-split-text"]["stage1_template"] == "t5_plain"
     assert names["clip-t5-xxl"]["language"] == "t5-11b"
+
+
+def test_threads_are_shared_by_the_processes_of_a_node_before_torch_starts():
+    """Snakemake sets OMP_NUM_THREADS to a job's threads; under torchrun each process takes its share, set in the
+    environment before torch is imported (see clip_flant5.cli._use_threads)."""
+    code = ("import sys; from clip_flant5.cli import _use_threads; _use_threads(8); assert 'torch' not in sys.modules; "
+            "import os, torch; print(torch.get_num_threads(), os.environ['OMP_NUM_THREADS'])")  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "8", "LOCAL_WORLD_SIZE": "4"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["2", "2"]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def _dtype(name: str):
@@ -18,14 +19,19 @@ def _dtype(name: str):
 
 
 def _use_threads(threads: int | None) -> None:
-    """torch's intra-op threads: the job's `threads` shared among the processes torchrun starts on this node
-    (Snakemake sets OMP_NUM_THREADS to all of them, which every process would otherwise take)."""
+    """CPU threads of each process: the job's `threads` shared among the processes torchrun starts on this node
+    (Snakemake sets OMP_NUM_THREADS to all of them, which every process would otherwise take). Set in the
+    environment, so that torch (imported after this) starts its thread pool at that size once."""
     if threads is None:
         return
-    import torch
+    per_process = str(max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    for name in THREAD_VARIABLES:
+        os.environ[name] = per_process
+    if "torch" in sys.modules:  # already started (the CLI called from Python): only if it differs
+        import torch
 
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    torch.set_num_threads(max(1, threads // local_processes))
+        if torch.get_num_threads() != int(per_process):
+            torch.set_num_threads(int(per_process))
 
 
 def _positive(value: str) -> int:
@@ -71,11 +77,11 @@ def cmd_ask(args) -> None:
 
 
 def cmd_train(args) -> None:
+    _use_threads(args.threads)
     from .train import TrainSettings, train
 
     text = Path(args.settings[1:]).read_text() if args.settings.startswith("@") else args.settings
     settings = TrainSettings.from_dict(args.stage, json.loads(text))
-    _use_threads(args.threads)
     code = train(
         args.stage, model=args.model, data=args.data, image_root=args.image_root, output=args.output,
         work_dir=args.work_dir, projector=args.projector, tokenizer=args.tokenizer, settings=settings,
@@ -184,13 +190,13 @@ def cmd_validate_data(args) -> None:
 
 
 def cmd_score(args) -> None:
+    _use_threads(args.threads)
     import torch
 
     from .checkpoint import load_model
     from .inference import load_tokenizer
     from .score import ScoreSettings, VQAScorer, score_file
 
-    _use_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("bf16" if device.startswith("cuda") else "fp32")
     model = load_model(args.model, dtype=_dtype(dtype), device=device, vision_tower=args.vision_tower)
@@ -465,11 +471,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    USER_ERRORS = _user_errors()
     try:
         args.func(args)
-    except USER_ERRORS as err:  # bad input: one clear line, no traceback
-        print(f"clip-flant5 {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:
+        if not isinstance(err, _user_errors()):  # looked up late: it imports torch, which must start after --threads
+            raise
+        print(f"clip-flant5 {args.command}: error: {err}", file=sys.stderr)  # bad input: one clear line
         raise SystemExit(2) from None
 
 
