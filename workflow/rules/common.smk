@@ -366,7 +366,15 @@ def job_threads(spec):
     gpus = spec.get("gpus", 0)
     if gpus:
         return gpus * spec.get("cpus_per_gpu", 1) if "cpus_per_gpu" in spec else 1
-    return spec.get("cpus", workflow.cores or 1)
+    return spec.get("cpus", given_cores())
+
+
+def given_cores():
+    """--cores; 1 in the modes that run no job and take no --cores (--report, --summary)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
 
 
 def training_threads(stage):
