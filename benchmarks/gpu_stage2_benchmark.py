@@ -84,7 +84,7 @@ def build_model(tiny: bool, device: torch.device) -> CLIPT5ForConditionalGenerat
         model = CLIPT5ForConditionalGeneration(config)
     if model.lm_head.weight is model.shared.weight:
         raise RuntimeError("lm_head is tied to the embedding: FlanT5 has its own lm_head")
-    model.set_trainable(2)
+    model.set_trainable(train_language=True)  # stage 2
     return model.train()
 
 

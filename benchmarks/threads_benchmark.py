@@ -55,9 +55,11 @@ def run(threads: int, busy: bool, paths: dict[str, Path], steps: int, index: int
     settings = {"global_batch_size": 8, "per_device_batch_size": 8, "deepspeed": "none", "dtype": "fp32",
                 "gradient_checkpointing": False, "dataloader_workers": 0, "dropout": 0.0, "max_steps": steps,
                 "group_by_modality_length": False}  # fmt: skip
+    settings_file = OUT / f"settings-{index}.json"
+    settings_file.write_text(json.dumps(settings))
     args = ["train", "--stage", "2", "--model", paths["model"], "--projector", paths["projector"], "--data",
             paths["data"], "--image-root", paths["root"], "--output", work / "out", "--work-dir", work / "work",
-            "--settings", json.dumps(settings)]  # fmt: skip
+            "--settings", settings_file]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # as Snakemake sets it
     command = [sys.executable, "-m", "clip_flant5", *args, "--threads", str(threads)]
     other = subprocess.Popen([sys.executable, "-c", BUSY]) if busy else None

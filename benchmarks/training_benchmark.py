@@ -26,9 +26,10 @@ from clip_flant5.flatten import flatten_file
 from clip_flant5.inference import load_tokenizer
 from clip_flant5.ocrvqa import fix_ocrvqa
 from clip_flant5.prompts import tokenize_record
+from clip_flant5.recipe import TrainSettings
 from clip_flant5.sampler import SeededRandomSampler, modality_grouped_indices
 from clip_flant5.tiny import make_tiny_base
-from clip_flant5.train import TrainSettings, train
+from clip_flant5.train import train
 
 
 def padding_fraction(dataset, order: list[int], batch: int) -> float:

@@ -28,8 +28,9 @@ from clip_flant5.benchmarks import (
 )
 from clip_flant5.benchmarks.pickapic import PickAPic
 from clip_flant5.demo import GENAI_MODELS, make_demo_data
+from clip_flant5.errors import UserError
+from clip_flant5.sources import DEFAULT_SOURCES
 
-REPO = Path(__file__).resolve().parents[1]
 NAMES = [
     "winoground",
     "eqben",
@@ -121,7 +122,7 @@ def test_registry_lists_the_nine_benchmarks():
 
 
 def test_folders_are_benchmark_sources():
-    sources = yaml.safe_load((REPO / "config" / "sources.yaml").read_text())["sources"]
+    sources = yaml.safe_load(DEFAULT_SOURCES.read_text())["sources"]
     for bench in REGISTRY.values():
         assert sources[bench.folder]["group"] == "benchmark", bench.name
 
@@ -181,7 +182,7 @@ def test_score_matrices_round_trip(demo, name):
             for t, text in enumerate(item.texts):
                 assert matrix[i, t] == scored[(image, text)]
     del scored[next(iter(scored))]
-    with pytest.raises(KeyError, match=f"{name}: 1 \\(image, text\\) pairs have no score"):
+    with pytest.raises(UserError, match=f"{name}: 1 \\(image, text\\) pairs have no score"):
         score_matrices(name, root, scored)
 
 

@@ -78,3 +78,56 @@ def test_threads_are_shared_by_the_processes_of_a_node_before_torch_starts():
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["2", "2"]
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    import pytest
+
+    from clip_flant5 import cli
+    from clip_flant5.errors import UserError
+
+    def fail_with(error):
+        def command(args):
+            raise error
+
+        monkeypatch.setattr(cli, "cmd_variants", command)
+        return cli.main(["variants"])
+
+    with pytest.raises(SystemExit) as exit_:
+        fail_with(UserError("config.json: not a checkpoint"))
+    assert (
+        exit_.value.code == 2
+        and "clip-flant5 variants: error: config.json: not a checkpoint" in capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        fail_with(ModuleNotFoundError("no module", name="matplotlib"))
+    assert "pip install 'clip-flant5[workflow]'" in capsys.readouterr().err
+    with pytest.raises(KeyError):  # not a user error: a bug, with its traceback
+        fail_with(KeyError("score"))
+    with pytest.raises(ValueError):
+        fail_with(ValueError("a plain ValueError is a bug too"))
+
+
+def test_score_settings_come_from_a_file_and_flags_and_are_checked_at_the_edge(tmp_path, upstream):
+    pairs = upstream / "pairs.jsonl"
+    base = ["score", "--model", upstream / "ckpt", "--tokenizer", upstream / "base", "--pairs", pairs]
+    (tmp_path / "s.json").write_text(json.dumps({"score": "first-token", "batch_size": 4}))
+    run(*base, "--settings", tmp_path / "s.json", "--batch-size", "2", "--out", tmp_path / "first.jsonl")
+    run(*base, "--out", tmp_path / "published.jsonl")
+    first = [json.loads(line)["score"] for line in open(tmp_path / "first.jsonl")]
+    published = [json.loads(line)["score"] for line in open(tmp_path / "published.jsonl")]
+    assert len(first) == len(published) == 16 and all(f >= p for f, p in zip(first, published, strict=True))
+    (tmp_path / "bad.json").write_text("{batch_size: 4}")
+    (tmp_path / "unknown.json").write_text('{"batchsize": 4}')
+    for args, message in [
+        (["--settings", tmp_path / "bad.json"], f"--settings {tmp_path / 'bad.json'}: not JSON"),
+        (["--settings", tmp_path / "unknown.json"], "unknown settings ['batchsize']"),
+        (["--batch-size", "0"], "scoring setting batch_size must be >= 1, got 0"),
+        (["--images-per-chunk", "-1"], "scoring setting images_per_chunk must be >= 1, got -1"),
+        (["--shard", "3/2"], "argument --shard: must be i/n with n >= 1 and 0 <= i < n, got '3/2'"),
+        (["--shard", "0/0"], "argument --shard: must be i/n with n >= 1"),
+        (["--question-template", "Is it?"], "question_template must contain {}"),
+    ]:
+        result = run(*base, *args, "--out", tmp_path / "x.jsonl", check=False)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "x.jsonl").exists()

@@ -1,5 +1,6 @@
-"""Cluster execution without a cluster: the resources each job would ask Slurm for (dry runs under the slurm site
-profile), the named targets, and the multi-node launch line run for real with a stand-in `srun`."""
+"""Cluster execution without a cluster: what a config resources block asks Slurm for and how a job starts
+(clip_flant5.cluster, unit tests), the workflow's jobs under the slurm site profile (dry runs), the named targets,
+and the multi-node launch line run for real with a stand-in `srun`."""
 
 import json
 import os
@@ -12,6 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 from test_workflow import REPO, snakemake
+
+from clip_flant5 import cluster
+from clip_flant5.errors import UserError
 
 SLURM_PROFILE = REPO / "profiles/slurm"
 
@@ -52,6 +56,48 @@ def paper_config(workdir, **stage2_resources) -> Path:
     return path
 
 
+ONE_NODE = {"gpus": 8, "nodes": 1, "cpus_per_gpu": 4, "runtime": 5760, "mem_mb": 512000}
+RDZV = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):${CLIP_FLANT5_RDZV_PORT:-29500}'
+
+
+def test_one_node_asks_for_its_gpus_and_cpus_per_gpu_and_one_copy_of_the_job():
+    assert cluster.slurm_resources(ONE_NODE) == {"nodes": 1, "runtime": 5760, "mem_mb": 512000, "gpu": 8,
+                                                 "cpus_per_gpu": 4, "tasks_per_gpu": 0}  # fmt: skip
+    assert cluster.job_threads(ONE_NODE, cores=512) == 32  # Slurm's --cpus-per-gpu x GPUs, never --cores
+    assert cluster.launch_command(ONE_NODE) == "torchrun --standalone --nproc_per_node=8 --module clip_flant5"
+    assert cluster.device_check_command(ONE_NODE) == "clip-flant5 check-devices --expect-gpus 8"
+
+
+def test_several_nodes_run_one_launcher_task_per_node_meeting_at_a_c10d_rendezvous():
+    spec = ONE_NODE | {"nodes": 4}
+    resources = cluster.slurm_resources(spec)
+    assert resources["mpi"] == "srun" and resources["tasks"] == 4 and resources["gres"] == "gpu:8"
+    assert "gpu" not in resources and resources["tasks_per_gpu"] == 0
+    step = "srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --gres=gpu:8 --kill-on-bad-exit=1 --cpus-per-task=32"
+    assert cluster.launch_command(spec) == (
+        f"{step} torchrun --nnodes=4 --nproc_per_node=8 --rdzv_id=$SLURM_JOB_ID --rdzv_backend=c10d "
+        f"--rdzv_endpoint={RDZV} --module clip_flant5"
+    )
+    check = "clip-flant5 check-devices --expect-gpus 8"
+    assert cluster.device_check_command(spec) == f"{step} {check} && {check}"  # every node, then the report
+    assert cluster.smoke_spec(spec)["runtime"] == cluster.SMOKE_RUNTIME_MINUTES and spec["runtime"] == 5760
+
+
+def test_cpu_jobs_take_their_cpus_or_the_given_cores_and_ask_for_no_gpu():
+    assert cluster.slurm_resources({"gpus": 0}) == {"nodes": 1, "runtime": None, "mem_mb": None}
+    assert cluster.job_threads({"gpus": 0}, cores=3) == 3 and cluster.job_threads({"cpus": 1}, cores=3) == 1
+    assert cluster.job_threads({"gpus": 2}, cores=64) == 1  # no cpus_per_gpu: Slurm gives one CPU
+    assert cluster.launch_command({"gpus": 0}) == cluster.CPU_LAUNCH
+
+
+def test_declared_keys_are_those_some_block_sets_and_runtime_is_all_or_none():
+    blocks = {"a.resources": ONE_NODE, "b.resources": {"gpus": 1, "runtime": 60, "mem_mb": 1000}}
+    assert cluster.declared_keys(blocks) == ["gpu", "nodes", "tasks_per_gpu", "cpus_per_gpu", "runtime", "mem_mb"]
+    assert cluster.declared_keys({"cpu.resources": {"gpus": 0}}) == ["nodes"]  # the profile's defaults apply
+    with pytest.raises(UserError, match="`mem_mb` is set in some resources blocks but not in b.resources"):
+        cluster.declared_keys({"a.resources": ONE_NODE, "b.resources": {"gpus": 1, "runtime": 60}})
+
+
 def test_paper_dry_run_under_the_slurm_profile_requests_the_configured_gpus(workdir):
     run = snakemake(workdir, "-n", "-p", "--profile", str(SLURM_PROFILE), "--configfile", "config/paper.yaml")
     assert run.returncode == 0, run.stderr[-3000:]
@@ -67,9 +113,7 @@ def test_paper_dry_run_under_the_slurm_profile_requests_the_configured_gpus(work
             assert resources["cpus_per_gpu"] == str(wanted["cpus_per_gpu"]) and resources["tasks_per_gpu"] == "0"
             assert "mpi" not in resources and "gres" not in resources
             assert resources["slurm_partition"] == "<your-partition>"  # the site template's placeholder
-            assert job["shell"].startswith(
-                "HF_HUB_OFFLINE=1 torchrun --standalone --nproc_per_node=8 --module clip_flant5 train"
-            )
+            assert job["shell"].startswith(f"HF_HUB_OFFLINE=1 {cluster.launch_command(wanted)} train")
             # threads = the CPUs Slurm gives the job (--cpus-per-gpu x GPUs); torch splits them over 8 processes
             assert job["threads"] == 8 * wanted["cpus_per_gpu"] and f"--threads {job['threads']} " in job["shell"]
             assert "cpus_per_task" not in resources
@@ -103,13 +147,8 @@ def test_multi_node_stage2_runs_one_torchrun_per_node_with_c10d_rendezvous(workd
     resources = job["resources"]
     assert resources["mpi"] == "srun" and resources["nodes"] == "4" and resources["tasks"] == "4"
     assert resources["gres"] == "gpu:8" and "gpu" not in resources and resources["tasks_per_gpu"] == "0"
-    assert job["shell"].startswith(
-        "HF_HUB_OFFLINE=1 srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --gres=gpu:8 --kill-on-bad-exit=1 "
-        "--cpus-per-task=32 "
-        "torchrun --nnodes=4 --nproc_per_node=8 --rdzv_id=$SLURM_JOB_ID --rdzv_backend=c10d "
-        '--rdzv_endpoint=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):${CLIP_FLANT5_RDZV_PORT:-29500} '
-        "--module clip_flant5 train --stage 2 "
-    )
+    spec = yaml.safe_load(config.read_text())["models"]["clip-flant5-xxl"]["stage2"]["resources"]
+    assert job["shell"].startswith(f"HF_HUB_OFFLINE=1 {cluster.launch_command(spec)} train --stage 2 ")
     single = find(jobs, "train_stage2", model="clip-flant5-xl")  # still one node
     assert single["shell"].startswith("HF_HUB_OFFLINE=1 torchrun --standalone --nproc_per_node=8 ")
     smoke = find(jobs, "gpu_smoke_job", model="clip-flant5-xxl", stage="stage2")
@@ -138,8 +177,9 @@ def test_published_checkpoints_to_tables_without_training(workdir):
     run = snakemake(workdir, "-n", "-p", "--profile", str(SLURM_PROFILE), "--configfile", "config/published.yaml")
     assert run.returncode == 0, run.stderr[-3000:]
     jobs = dry_run_jobs(run.stdout)
-    assert {j["rule"] for j in jobs} == {"fetch_model", "fetch_source", "benchmark_pairs", "score", "merge_scores",
-                                         "evaluate", "plot_correlation", "tables", "run_record", "all"}  # fmt: skip
+    assert {j["rule"] for j in jobs} == {"fetch_model", "fetch_source", "benchmark_pairs", "scoring_settings", "score",
+                                         "merge_scores", "evaluate", "plot_correlation", "tables", "run_record",
+                                         "all"}  # fmt: skip
     roles = {
         j["wildcards"]["repo"]: re.findall(r"--role (\S+)", j["shell"]) for j in jobs if j["rule"] == "fetch_model"
     }
@@ -182,17 +222,22 @@ def test_stage2_can_start_from_the_published_stage1_projector(workdir):
 
 
 def test_ablation_variants_train_with_their_own_stage1_settings(workdir):
-    run = snakemake(workdir, "-n", "-p", "stage1", "--configfile", "config/paper.yaml", "config/ablations.yaml")
+    """Each stage's settings reach its job as a file, resolved: the variant's departures over the recipe."""
+    models = ("clip-flant5-xxl", "clip-flant5-xxl-no-split-text", "clip-t5-xxl")
+    files = [f"results/settings/{model}/stage1.json" for model in models]
+    run = snakemake(workdir, "--cores", "1", *files, "--configfile", "config/paper.yaml", "config/ablations.yaml")
     assert run.returncode == 0, run.stderr[-3000:]
-    jobs = dry_run_jobs(run.stdout)
-    settings = {
-        model: json.loads(re.search(r"--settings '([^']*)'", find(jobs, "train_stage1", model=model)["shell"])[1])
-        for model in ("clip-flant5-xxl", "clip-flant5-xxl-no-split-text", "clip-t5-xxl")
-    }
-    assert settings["clip-flant5-xxl"] == {"template": "t5_plain_split_text"}
-    assert settings["clip-flant5-xxl-no-split-text"] == {"template": "t5_plain"}
-    assert settings["clip-t5-xxl"] == {"template": "t5_plain_split_text", "global_batch_size": 160}
-    assert find(jobs, "train_stage1", model="clip-t5-xxl")["resources"]["gpu"] == "8"
+    settings = {model: json.loads((workdir / path).read_text()) for model, path in zip(models, files, strict=True)}
+    assert settings["clip-flant5-xxl"]["template"] == "t5_plain_split_text"
+    assert (
+        settings["clip-flant5-xxl"]["global_batch_size"] == 256 and settings["clip-flant5-xxl"]["deepspeed"] == "zero2"
+    )
+    assert settings["clip-flant5-xxl-no-split-text"]["template"] == "t5_plain"
+    assert settings["clip-t5-xxl"]["template"] == "t5_plain_split_text"
+    assert settings["clip-t5-xxl"]["global_batch_size"] == 160
+    dry = snakemake(workdir, "-n", "-p", "stage1", "--configfile", "config/paper.yaml", "config/ablations.yaml")
+    job = find(dry_run_jobs(dry.stdout), "train_stage1", model="clip-t5-xxl")
+    assert "--settings results/settings/clip-t5-xxl/stage1.json " in job["shell"] and job["resources"]["gpu"] == "8"
 
 
 def test_runtime_set_for_some_models_only_is_a_config_error(workdir):

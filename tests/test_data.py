@@ -66,7 +66,8 @@ def test_dataset_samples(data_dir, tiny_tokenizer):
     assert torch.equal(text_sample["images"], torch.zeros(3, 32, 32))  # dummy image for text-only samples
 
 
-def test_split_text_cut_is_reproducible_and_redrawn_per_epoch(data_dir, tiny_tokenizer):
+def test_split_text_cut_is_reproducible_and_varies_across_records(data_dir, tiny_tokenizer):
+    """Per epoch: tests/test_train.py trains two epochs and compares the cuts drawn."""
     caption = "a red circle on the left of a blue square next to a small green triangle"
     turns = [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": caption}]
     records = [{"id": str(i), "image": "img/a.png", "conversations": turns} for i in range(20)]
@@ -77,8 +78,6 @@ def test_split_text_cut_is_reproducible_and_redrawn_per_epoch(data_dir, tiny_tok
     cuts = [first[i]["labels"] for i in range(20)]
     assert cuts == [second[i]["labels"] for i in range(20)]
     assert len({tuple(c) for c in cuts}) > 3  # the cut varies across records
-    first.epoch = 1
-    assert [first[i]["labels"] for i in range(20)] != cuts
 
 
 def test_unreadable_image_names_record_and_file(data_dir, tiny_tokenizer):

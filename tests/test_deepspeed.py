@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from test_train import metrics, run, train_command
 
 from clip_flant5.checkpoint import load_model, load_projector
-from clip_flant5.train import deepspeed_config
+from clip_flant5.distributed import deepspeed_config
 
 setup = test_train.setup  # the fixture: the untrained tiny model and the corpus of test_train.py
 

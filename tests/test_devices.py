@@ -36,4 +36,4 @@ def test_cli_writes_the_report_and_fails_with_exit_status(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert bad.returncode != 0 and "check-devices: expected" in bad.stderr
+    assert bad.returncode == 2 and "check-devices: error: expected" in bad.stderr

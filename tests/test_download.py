@@ -40,6 +40,7 @@ from clip_flant5.download import (
     marker_path,
     unpack_archive,
 )
+from clip_flant5.errors import UserError
 from clip_flant5.sources import LockEntry, read_lock, update_lock
 
 DATA = random.Random(0).randbytes(3 << 20)  # 3 MiB
@@ -78,6 +79,7 @@ class Server:
     files: dict
     faults: Faults
     log: list = field(default_factory=list)
+    redirects: dict = field(default_factory=dict)  # path -> where a 302 sends it
 
     def requests(self, path: str) -> list[dict]:
         return [r for r in self.log if r["path"] == path]
@@ -93,6 +95,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         rec = {"path": self.path, "range": self.headers.get("Range"), "status": None, "sent": 0}
         srv.log.append(rec)
         n = len(srv.requests(self.path))
+        if self.path in srv.redirects:
+            rec["status"] = 302
+            self.send_response(302)
+            self.send_header("Location", srv.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         data = srv.files.get(self.path)
         if f.status or data is None or n <= f.fail_first:
             rec["status"] = f.status or (404 if data is None else 500)
@@ -326,6 +335,54 @@ def test_html_page_instead_of_the_file_is_refused(server, tmp_path):
     with pytest.raises(NotAFileError):
         download_url(server.url + "/uc", dest, options=FAST)
     assert_nothing_accepted(dest)
+
+
+def test_redirects_are_followed_without_using_up_the_retries(server, tmp_path):
+    server.redirects = {"/uc": "/hop", "/hop": server.url + "/data.bin"}  # as Drive's download links do
+    dest = tmp_path / "data.bin"
+    download_url(server.url + "/uc", dest, options=FetchOptions(**{**FAST.__dict__, "retries": 0}))
+    assert dest.read_bytes() == DATA
+    assert [(r["path"], r["status"]) for r in server.log] == [("/uc", 302), ("/hop", 302), ("/data.bin", 200)]
+
+
+def test_refused_connections_give_up_naming_the_url_and_what_to_do(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/data.bin"
+    dest = tmp_path / "data.bin"
+    with pytest.raises(DownloadError) as info:
+        download_url(url, dest, options=FAST, manual_hint="Or fetch it by hand.")
+    message = str(info.value)
+    assert message.startswith(f"giving up on {url} after {FAST.retries + 1} failed attempts; last error: ")
+    assert "Connection refused" in message and message.endswith("Rerun to resume from byte 0. Or fetch it by hand.")
+    assert isinstance(info.value, UserError)  # the CLI: one line with what to do, exit status 2
+    assert_nothing_accepted(dest)
+
+
+def test_a_retry_wait_past_the_total_timeout_ends_the_download_at_once(server, tmp_path):
+    server.faults = Faults(fail_first=100)
+    options = FetchOptions(**{**FAST.__dict__, "backoff": 30.0, "max_backoff": 30.0, "total_timeout": 5.0})
+    start = time.monotonic()
+    with pytest.raises(DownloadTimeout, match="rerun to resume"):
+        download_url(server.url + "/data.bin", tmp_path / "data.bin", options=options)
+    assert time.monotonic() - start < 4 and len(server.log) == 1  # not a 30 s sleep inside urllib3 first
+
+
+def test_the_proxy_of_the_environment_is_used(server, tmp_path, monkeypatch):
+    with socket.socket() as s:  # where nothing listens: only the proxy can answer for it
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/data.bin"
+    for name in ("no_proxy", "NO_PROXY", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", server.url)  # the test server plays the proxy: it is asked for the full URL
+    server.files[url] = DATA
+    dest = tmp_path / "data.bin"
+    download_url(url, dest, options=FAST)
+    assert dest.read_bytes() == DATA and [r["path"] for r in server.log] == [url]
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with pytest.raises(DownloadError, match="Connection refused"):  # no proxy for it: asked directly
+        download_url(url, tmp_path / "direct.bin", options=FAST)
+    assert len(server.log) == 1
 
 
 # ---------------------------------------------------------------- archives

@@ -1,24 +1,34 @@
-"""The data manifest (config/sources.yaml) and the lock file: validation, the layout contract, atomic updates."""
+"""The data manifest (src/clip_flant5/sources.yaml, package data) and the lock file: validation, the layout contract,
+atomic updates."""
 
 import json
 import re
 import threading
+import tomllib
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
+import clip_flant5
+from clip_flant5 import sources as sources_module
+from clip_flant5.errors import UserError
 from clip_flant5.sources import (
     DEFAULT_LOCK,
     DEFAULT_SOURCES,
+    MANIFEST_SCHEMA,
     LockEntry,
     LockError,
     ManifestError,
+    SourceError,
     UnknownSourceError,
     get_source,
     load_sources,
     read_lock,
     update_lock,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 TRAIN = {"llava_pretrain", "llava_mix665k", "llava_mix665k_flattened", "coco_train2017", "gqa", "ocr_vqa", "textvqa",
          "vg"}  # fmt: skip
@@ -29,6 +39,16 @@ T2V_METRICS = "https://raw.githubusercontent.com/linzhiqiu/t2v_metrics/{}/datase
 @pytest.fixture(scope="module")
 def sources():
     return load_sources(DEFAULT_SOURCES)
+
+
+def test_the_manifest_is_package_data_and_the_locks_the_checkouts():
+    package = Path(clip_flant5.__file__).parent
+    assert DEFAULT_SOURCES == package / "sources.yaml" and DEFAULT_SOURCES.is_file()
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert any(DEFAULT_SOURCES.relative_to(package).match(glob) for glob in package_data["clip_flant5"])  # in a wheel
+    assert DEFAULT_LOCK == Path("config/sources.lock.json") and not DEFAULT_LOCK.is_absolute()
+    assert not hasattr(sources_module, "REPO_ROOT")
+    Draft202012Validator.check_schema(MANIFEST_SCHEMA)
 
 
 def test_manifest_has_every_source_of_the_spec(sources):
@@ -141,6 +161,34 @@ def test_invalid_manifest_names_the_source_and_the_field(tmp_path, old, new, mes
         load_sources(path)
 
 
+def test_every_problem_is_reported_at_once_each_naming_source_file_and_field(tmp_path):
+    path = tmp_path / "sources.yaml"
+    text = GOOD.replace("group: train", "group: training").replace("dest: a}", "dest: a, size: -1}")
+    path.write_text(
+        text + '  B-c:\n    group: train\n    files: [{name: b, kind: https, url: "https://x/b", dest: b}]\n'
+    )
+    with pytest.raises(ManifestError) as info:
+        load_sources(path)
+    assert str(info.value).splitlines() == [
+        f"{path}: 4 problems:",
+        "  source 'a': field 'group' must be one of 'train', 'benchmark', got 'training'",
+        "  source 'a': files[0] (a.zip): field 'size' must be a positive number of bytes",
+        "  source 'B-c': the name must be lower-case letters, digits and '_'",
+        "  source 'B-c': field 'provides' is missing",
+    ]
+    assert isinstance(info.value, SourceError) and isinstance(info.value, UserError)  # the CLI: one line, exit 2
+
+
+def test_a_field_set_on_the_source_is_reported_there_once(tmp_path):
+    path = tmp_path / "sources.yaml"
+    path.write_text(GOOD.replace("kind: https", "kind: huggingface\n    repo: x/y\n    repo_type: datasets"))
+    with pytest.raises(ManifestError) as info:
+        load_sources(path)
+    assert str(info.value) == (
+        f"{path}: source 'a': field 'repo_type' must be one of 'dataset', 'model', 'space', got 'datasets'"
+    )
+
+
 GDRIVE = GOOD.replace("kind: https", "kind: gdrive").replace('url: "https://x/a.zip", ', "FIELDS")
 
 
@@ -150,7 +198,10 @@ GDRIVE = GOOD.replace("kind: https", "kind: gdrive").replace('url: "https://x/a.
         ("id: 1AbC_d-9, folder: 1XyZ, ", r"files\[0\] \(a.zip\): a gdrive file takes 'id' or 'folder', not both"),
         ("folder: 'not/an id', ", r"files\[0\] \(a.zip\): field 'folder' is not a Google Drive folder id"),
         ("id: 'x y', ", r"files\[0\] \(a.zip\): field 'id' is not a Google Drive file id"),
-        ("folder: 1XyZ, filename: [a], ", r"field 'filename' \(the file's name in the folder\) must be a string"),
+        (
+            "folder: 1XyZ, filename: [a], ",
+            r"files\[0\] \(a.zip\): field 'filename' \(the file's name in .*\) must be a",
+        ),
     ],
 )
 def test_gdrive_files_take_an_id_or_a_folder(tmp_path, fields, message):
@@ -209,7 +260,9 @@ def test_unreadable_manifest(tmp_path):
 
 
 def test_committed_lock_is_valid_and_names_known_files(sources):
-    entries = read_lock(DEFAULT_LOCK)
+    lock = REPO / DEFAULT_LOCK  # relative: the lock of the checkout the workflow runs from
+    assert lock.is_file()
+    entries = read_lock(lock)
     known = {f"{s.name}/{f.name}" for s in sources.values() for f in s.files}
     assert set(entries) <= known
     assert all(re.fullmatch(r"[0-9a-f]{64}", e.sha256) and e.size > 0 for e in entries.values())

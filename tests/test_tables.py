@@ -7,13 +7,13 @@ import math
 import pandas as pd
 import pytest
 
+from clip_flant5.plots import plot_correlation
 from clip_flant5.tables import (
     DELTA,
     build_tables,
     genai_table,
     load_published,
     main_table,
-    plot_correlation,
     write_tables,
 )
 

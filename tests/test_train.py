@@ -1,7 +1,8 @@
-"""Training: batch layout, resumption after SIGTERM, and multi-process loss equality (CPU, gloo)."""
+"""Training: batch layout, resumption after SIGTERM, multi-process loss equality (CPU, gloo), per-epoch data."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,8 +14,14 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
+import clip_flant5.train as train_module
+from clip_flant5.callbacks import CheckpointPolicy
 from clip_flant5.checkpoint import init_model, load_model, save_model, save_projector
-from clip_flant5.train import EXIT_PREEMPTED, TrainSettings, batch_layout
+from clip_flant5.data import ConversationDataset
+from clip_flant5.errors import UserError
+from clip_flant5.recipe import STAGES, TrainSettings
+from clip_flant5.sampler import SeededRandomSampler
+from clip_flant5.train import EXIT_PREEMPTED, batch_layout
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 30), "blue": (30, 30, 220)}
 
@@ -49,9 +56,11 @@ def train_command(setup, out, stage, settings, nproc=1, projector=None):
     base = {"global_batch_size": 4, "per_device_batch_size": 2, "deepspeed": "none", "gradient_checkpointing": False,
             "dataloader_workers": 0, "save_steps": 1000, "seed": 7}  # fmt: skip
     data = "qa.json" if stage == 2 else "captions.json"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "settings.json").write_text(json.dumps({**base, **settings}))
     args = ["train", "--stage", str(stage), "--model", setup / "untrained", "--data", setup / data,
             "--image-root", setup, "--output", out / "final", "--work-dir", out / "work",
-            "--settings", json.dumps({**base, **settings})]  # fmt: skip
+            "--settings", out / "settings.json"]  # fmt: skip
     if stage == 2:
         args += ["--projector", projector or setup / "projector"]
     launcher = [sys.executable, "-m", "clip_flant5"]
@@ -90,7 +99,7 @@ def test_settings_default_to_the_published_recipe_and_reject_unknown_keys():
     assert (stage1.global_batch_size, stage1.learning_rate, stage1.template) == (256, 1e-2, "t5_plain_split_text")
     assert (stage2.global_batch_size, stage2.learning_rate, stage2.image_aspect_ratio) == (96, 1e-4, "pad")
     assert stage2.group_by_modality_length and stage2.deepspeed == "zero3"
-    with pytest.raises(ValueError, match="unknown training settings \\['lr'\\]"):
+    with pytest.raises(UserError, match="unknown settings \\['lr'\\]"):
         TrainSettings.from_dict(1, {"lr": 0.1})
 
 
@@ -165,8 +174,6 @@ class FakeClock:
 def test_checkpoint_policy_saves_when_the_interval_has_passed_and_on_sigterm():
     from transformers import TrainerControl
 
-    from clip_flant5.train import CheckpointPolicy
-
     clock = FakeClock()
     policy = CheckpointPolicy(every_minutes=12, clock=clock)
     policy.on_train_begin(None, None, TrainerControl())
@@ -189,19 +196,94 @@ def test_checkpoint_policy_saves_when_the_interval_has_passed_and_on_sigterm():
 
 @pytest.mark.parametrize(("limit", "kept"), [(1, ["checkpoint-9"]), (2, ["checkpoint-6", "checkpoint-9"])])
 def test_training_saves_by_wall_clock_time_and_keeps_only_the_newest(setup, tmp_path, monkeypatch, limit, kept):
-    import clip_flant5.train as train_module
-
     monkeypatch.setattr(train_module, "CLOCK", FakeClock())
     settings = TrainSettings.from_dict(2, {"global_batch_size": 2, "per_device_batch_size": 2, "deepspeed": "none",
                                            "gradient_checkpointing": False, "dataloader_workers": 0, "max_steps": 10,
                                            "save_every_minutes": 12, "save_total_limit": limit})  # fmt: skip
+    before = signal.getsignal(signal.SIGTERM)
     code = train_module.train(2, model=str(setup / "untrained"), data=str(setup / "qa.json"), image_root=str(setup),
                               output=str(tmp_path / "final"), work_dir=str(tmp_path / "work"),
                               projector=str(setup / "projector"), settings=settings)  # fmt: skip
     assert code == 0
+    # a library call leaves the process's SIGTERM handler as it found it (a forked child would inherit ours)
+    assert signal.getsignal(signal.SIGTERM) is before
     # saved at steps 3, 6, 9 (15 minutes each time); no step-based save, none at the end
     assert sorted(p.name for p in (tmp_path / "work").glob("checkpoint-*")) == kept
     state = json.loads((tmp_path / "work" / kept[-1] / "trainer_state.json").read_text())
     assert state["global_step"] == 9
-    with pytest.raises(ValueError, match="save_every_minutes must be a positive number"):
+    with pytest.raises(UserError, match="save_every_minutes must be > 0, got 0"):
         TrainSettings.from_dict(2, {"save_every_minutes": 0})
+
+
+class RecordingDataset(ConversationDataset):
+    """The training dataset, logging every sample drawn (the epoch the dataset was told, index, labels: the cut)
+    to `log`; the dataloader workers append to the same file."""
+
+    log: Path | None = None
+
+    def __getitem__(self, i):
+        sample = super().__getitem__(i)
+        with open(self.log, "a") as f:
+            f.write(json.dumps({"epoch": self.epoch, "index": i, "labels": sample["labels"]}) + "\n")
+        return sample
+
+
+def drawn(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_each_epoch_draws_new_split_text_cuts_and_a_resumed_run_draws_the_same(setup, tmp_path, monkeypatch):
+    words = "a small red circle drawn on a white square beside a tall blue line and a thin green arc".split()
+    records = [{"id": str(i), "image": f"img/{i}.png", "conversations": [
+        {"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": " ".join(words[i:] + words[:i])}]}
+        for i in range(8)]  # fmt: skip
+    (tmp_path / "captions.json").write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
+    settings = TrainSettings.from_dict(1, {"global_batch_size": 2, "per_device_batch_size": 2, "epochs": 2,
+                                           "deepspeed": "none", "gradient_checkpointing": False, "seed": 7,
+                                           "dataloader_workers": 2, "save_every_minutes": None, "save_steps": 6,
+                                           "save_total_limit": 2, "learning_rate": 1e-3})  # fmt: skip
+    assert settings.template == "t5_plain_split_text"
+    monkeypatch.setattr(train_module, "ConversationDataset", RecordingDataset)
+
+    def train(out: Path):
+        monkeypatch.setattr(RecordingDataset, "log", out / "drawn.jsonl")
+        code = train_module.train(STAGES[1], model=str(setup / "untrained"), data=str(tmp_path / "captions.json"),
+                                  image_root=str(setup), output=str(out / "final"), work_dir=str(out / "work"),
+                                  settings=settings)  # fmt: skip
+        assert code == 0
+        return drawn(out / "drawn.jsonl")
+
+    straight = train(tmp_path / "straight")  # 4 steps per epoch, a checkpoint at step 6: mid-epoch 2
+    assert len(straight) == 16
+    first, second = straight[:8], straight[8:]  # a new iterator (and new workers) per epoch, one after the other
+    assert sorted(d["index"] for d in first) == sorted(d["index"] for d in second) == list(range(8))
+    assert {d["epoch"] for d in first} == {0} and {d["epoch"] for d in second} == {1}  # the workers were told
+    cuts = [{d["index"]: d["labels"] for d in epoch} for epoch in (first, second)]
+    assert sum(cuts[0][i] != cuts[1][i] for i in range(8)) >= 6  # redrawn (a cut may repeat by chance)
+
+    shutil.copytree(tmp_path / "straight/work", tmp_path / "resumed/work")
+    shutil.rmtree(tmp_path / "resumed/work/checkpoint-8")  # as if the job had died after step 7
+    resumed = train(tmp_path / "resumed")  # epoch 2 from its third batch
+    sampler = SeededRandomSampler(8, seed=7)
+    sampler.set_epoch(1)
+    assert sorted(d["index"] for d in resumed) == sorted(list(sampler)[4:])
+    assert all(d["labels"] == cuts[1][d["index"]] for d in resumed)
+    assert any(d["labels"] != cuts[0][d["index"]] for d in resumed)  # not the first epoch's cuts
+
+
+def test_train_refuses_what_it_cannot_honour(setup, tmp_path):
+    def train(stage, projector=None, **values):
+        settings = TrainSettings.from_dict(stage, {"deepspeed": "none", **values})
+        train_module.train(stage, model=str(setup / "untrained"), data=str(setup / "qa.json"), image_root=str(setup),
+                           output=str(tmp_path / "final"), work_dir=str(tmp_path / "work"), projector=projector,
+                           settings=settings)  # fmt: skip
+
+    with pytest.raises(UserError, match="stage2 starts from a trained projector: pass the stage-1 output"):
+        train(2)
+    with pytest.raises(UserError, match="stage1 trains the projector from its initialisation: drop --projector"):
+        train(1, projector=str(setup / "projector"))
+    with pytest.raises(UserError, match="dataloader_persistent_workers is not supported"):
+        train(1, extra={"dataloader_persistent_workers": True})
+    with pytest.raises(UserError, match="unknown training stage 3"):
+        train_module.train(3, model="", data="", image_root="", output="", work_dir="", settings=TrainSettings())
+    assert not (tmp_path / "work").exists()  # refused before anything was written

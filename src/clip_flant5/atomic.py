@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -49,11 +49,29 @@ def write_json(path: str | os.PathLike, data, *, indent: int | None = 2, fsync: 
     return write_text(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n", fsync=fsync)
 
 
-def write_jsonl(path: str | os.PathLike, rows) -> Path:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return Path(path)
+# One shared encoder for streamed writes: json.dumps(ensure_ascii=False) would build a new one per call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+
+
+@contextlib.contextmanager
+def atomic_json_array(path: str | os.PathLike) -> Iterator[Callable[[object], None]]:
+    """Yield `write(element)`; the elements form a JSON array at `path`, one per line (valid JSON that the
+    streaming reader of clip_flant5.flatten reads back one element at a time), written atomically."""
+    with atomic_path(path) as tmp:
+        # backslashreplace: a lone surrogate (valid in JSON as "\ud800", not encodable in UTF-8) is written as
+        # that same escape, so ensure_ascii=False output reads back identically.
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace", newline="\n", buffering=1 << 20) as file:
+            separator = "\n"
+
+            def write(element) -> None:
+                nonlocal separator
+                file.write(separator)
+                file.write(_ENCODE(element))
+                separator = ",\n"
+
+            file.write("[")
+            yield write
+            file.write("\n]\n")
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import logging as hf_logging
 
 from .atomic import atomic_dir, atomic_path, write_json
+from .errors import UserError
 from .model import IGNORED_CHECKPOINT_KEYS, CLIPT5Config, CLIPT5ForConditionalGeneration, choose_attention
 
 CONFIG_NAME = "config.json"
@@ -53,7 +54,7 @@ _CONFIG_KEYS_DROPPED_ON_SAVE = (
 )  # fmt: skip
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     pass
 
 
@@ -151,7 +152,7 @@ def _unshare(state_dict: dict) -> dict:
 def write_weights(state_dict: dict, out_dir: Path, fmt: str = "safetensors", max_shard_size="5GB") -> list[str]:
     """Write `model.safetensors` or `pytorch_model.bin`, sharded with an index when large."""
     if fmt not in ("safetensors", "bin"):
-        raise ValueError(f"unknown weights format {fmt!r}; valid: safetensors, bin")
+        raise UserError(f"unknown weights format {fmt!r}; valid: safetensors, bin")
     pattern = "model{suffix}.safetensors" if fmt == "safetensors" else "pytorch_model{suffix}.bin"
     state_dict = _unshare(state_dict)
     split = split_torch_state_dict_into_shards(state_dict, filename_pattern=pattern, max_shard_size=max_shard_size)
@@ -510,8 +511,8 @@ def save_projector(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = {f"mm_projector.{k}": v.detach().to(dtype).clone() for k, v in model.mm_projector.state_dict().items()}
-    with atomic_path(out_dir / PROJECTOR_NAME) as tmp:
-        torch.save(weights, tmp)
+    with atomic_path(out_dir / PROJECTOR_NAME) as tmp, open(tmp, "wb") as f:
+        torch.save(weights, f)  # a file object: the archive's inner name is fixed, not the temporary file's
     overrides = {"model_type": "t5", "architectures": [type(model).__name__], **config_overrides}
     write_json(out_dir / CONFIG_NAME, config_for_disk(model.config, **overrides))
     return out_dir / PROJECTOR_NAME

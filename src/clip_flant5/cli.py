@@ -8,14 +8,12 @@ import os
 import sys
 from pathlib import Path
 
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+from .errors import UserError
+from .vqascore import DTYPES, ScoreSettings, torch_dtype
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-def _dtype(name: str):
-    import torch
-
-    return getattr(torch, DTYPES[name])
+# Optional packages (extras) a command may need, and the extra that brings each.
+EXTRAS = {"matplotlib": "workflow", "pandas": "workflow", "snakemake": "workflow", "deepspeed": "train"}
 
 
 def _use_threads(threads: int | None) -> None:
@@ -35,10 +33,41 @@ def _use_threads(threads: int | None) -> None:
 
 
 def _positive(value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return number
+
+
+def _shard(value: str) -> tuple[int, int]:
+    """`i/n`: the i-th (from 0) of n shards."""
+    try:
+        index, count = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be i/n (e.g. 0/4), got {value!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"must be i/n with n >= 1 and 0 <= i < n, got {value!r}")
+    return index, count
+
+
+def _settings_values(args, cls, what: str) -> dict:
+    """Settings of `cls` from the `--settings` JSON file (if given) with the flags given on top."""
+    from .settings import values_from_args
+
+    values = {}
+    if args.settings:
+        try:
+            values = json.loads(Path(args.settings).read_text())
+        except OSError as err:
+            raise UserError(f"--settings {args.settings}: cannot read it ({err.strerror})") from None
+        except json.JSONDecodeError as err:
+            raise UserError(f"--settings {args.settings}: not JSON ({err}): expected an object of {what}") from None
+        if not isinstance(values, dict):
+            raise UserError(f"--settings {args.settings}: expected a JSON object of {what}")
+    return values | values_from_args(cls, args)
 
 
 def cmd_tiny_base(args) -> None:
@@ -56,20 +85,24 @@ def cmd_init_model(args) -> None:
     vision = args.vision or (variant and variant.vision)
     language = args.language or (variant and variant.language)
     if not vision or not language:
-        raise SystemExit("init-model needs --vision and --language (or a --variant that names both)")
+        raise UserError("init-model needs --vision and --language (or a --variant that names both)")
     projector = args.projector or (variant.projector if variant else "mlp2x_gelu")
     # Built in the dtype it is saved in: an XXL base in fp32 would need ~45 GB of memory.
-    model = init_model(vision, language, projector_type=projector, seed=args.seed, dtype=_dtype(args.dtype))
-    save_model(model, args.out, tokenizer_dir=language, dtype=_dtype(args.dtype), fmt=args.format)
+    dtype = torch_dtype(args.dtype)
+    model = init_model(vision, language, projector_type=projector, seed=args.seed, dtype=dtype)
+    save_model(model, args.out, tokenizer_dir=language, dtype=dtype, fmt=args.format)
     print(f"wrote {args.out}")
 
 
 def cmd_ask(args) -> None:
     from .checkpoint import load_model
     from .inference import ask, load_tokenizer
+    from .variants import resolve_model
 
-    model = load_model(args.model, dtype=_dtype(args.dtype), device=args.device, vision_tower=args.vision_tower)
-    tokenizer = load_tokenizer(args.tokenizer or args.model)
+    source = resolve_model(args.model, args.tokenizer)
+    model = load_model(source.checkpoint, dtype=torch_dtype(args.dtype), device=args.device,
+                       vision_tower=args.vision_tower)  # fmt: skip
+    tokenizer = load_tokenizer(source.tokenizer)
     kwargs = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
     if args.do_sample:
         kwargs.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
@@ -78,10 +111,10 @@ def cmd_ask(args) -> None:
 
 def cmd_train(args) -> None:
     _use_threads(args.threads)
-    from .train import TrainSettings, train
+    from .recipe import TrainSettings
+    from .train import train
 
-    text = Path(args.settings[1:]).read_text() if args.settings.startswith("@") else args.settings
-    settings = TrainSettings.from_dict(args.stage, json.loads(text))
+    settings = TrainSettings.from_dict(args.stage, _settings_values(args, TrainSettings, "training settings"))
     code = train(
         args.stage, model=args.model, data=args.data, image_root=args.image_root, output=args.output,
         work_dir=args.work_dir, projector=args.projector, tokenizer=args.tokenizer, settings=settings,
@@ -191,23 +224,13 @@ def cmd_validate_data(args) -> None:
 
 def cmd_score(args) -> None:
     _use_threads(args.threads)
-    import torch
+    from .score import score_file
+    from .vqascore import VQAScore
 
-    from .checkpoint import load_model
-    from .inference import load_tokenizer
-    from .score import ScoreSettings, VQAScorer, score_file
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype or ("bf16" if device.startswith("cuda") else "fp32")
-    model = load_model(args.model, dtype=_dtype(dtype), device=device, vision_tower=args.vision_tower)
-    settings = ScoreSettings(
-        question_template=args.question_template, answer_template=args.answer_template,
-        prompt_style=args.prompt_style, score=args.score, batch_size=args.batch_size,
-        images_per_chunk=args.images_per_chunk, full_vocab=args.full_vocab, workers=args.workers,
-    )  # fmt: skip
-    scorer = VQAScorer(model, load_tokenizer(args.tokenizer or args.model), settings)
-    index, count = (int(x) for x in args.shard.split("/"))
-    score_file(scorer, args.pairs, args.out, image_root=args.image_root, shard=(index, count))
+    settings = _settings_values(args, ScoreSettings, "scoring settings")
+    scorer = VQAScore(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
+                      vision_tower=args.vision_tower, **settings)  # fmt: skip
+    score_file(scorer.engine(), args.pairs, args.out, image_root=args.image_root, shard=args.shard)
 
 
 def cmd_merge_scores(args) -> None:
@@ -218,27 +241,27 @@ def cmd_merge_scores(args) -> None:
 
 def cmd_benchmark_pairs(args) -> None:
     from .benchmarks import get_benchmark, pairs
-    from .score import write_pairs
+    from .jsonl import write_jsonl
 
-    benchmark = get_benchmark(args.benchmark)
-    write_pairs(pairs(benchmark, Path(args.root)), args.out)
+    write_jsonl(args.out, pairs(get_benchmark(args.benchmark), Path(args.root)))
 
 
 def cmd_evaluate(args) -> None:
     from .atomic import write_json
     from .benchmarks import get_benchmark, score_matrices
+    from .jsonl import iter_jsonl
 
     benchmark = get_benchmark(args.benchmark)
-    rows = [json.loads(line) for line in Path(args.scores).read_text().splitlines()]
+    rows = iter_jsonl(args.scores, keys=("image", "text", "score"), what="scored pair")
     scored = {(row["image"], row["text"]): row["score"] for row in rows}
     matrices = score_matrices(benchmark, Path(args.root), scored)
     result = {"model": args.model, **benchmark.evaluate(Path(args.root), matrices)}
     write_json(args.out, result)
     if args.plot:
-        from .tables import plot_correlation
+        from .plots import plot_correlation
 
-        if not hasattr(benchmark, "human_and_scores"):
-            raise ValueError(f"--plot: {benchmark.name} has no human ratings to plot against")
+        if not benchmark.human_ratings:
+            raise UserError(f"--plot: {benchmark.name} has no human ratings to plot against")
         human, scores = benchmark.human_and_scores(Path(args.root), matrices)
         plot_correlation(human, scores, f"{args.model} on {benchmark.name}", args.plot)
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}))
@@ -254,12 +277,9 @@ def cmd_tables(args) -> None:
 
 def cmd_check_devices(args) -> None:
     from .atomic import write_json
-    from .devices import DeviceCheckError, check_devices
+    from .devices import check_devices
 
-    try:
-        report = check_devices(args.expect_gpus)
-    except DeviceCheckError as error:
-        raise SystemExit(f"check-devices: {error}") from None
+    report = check_devices(args.expect_gpus)
     print(json.dumps(report, indent=2))
     if args.out:
         write_json(args.out, report)
@@ -272,7 +292,17 @@ def cmd_variants(args) -> None:
         print(json.dumps(variant.to_dict()))
 
 
+def _model_help() -> str:
+    from .variants import VARIANTS
+
+    released = ", ".join(v.name for v in VARIANTS.values() if v.published)
+    return f"a released model's name ({released}), a hub id, or a checkpoint folder"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .recipe import TrainSettings
+    from .settings import add_arguments
+
     parser = argparse.ArgumentParser(prog="clip-flant5", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -292,15 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("safetensors", "bin"), default="safetensors")
     p.set_defaults(func=cmd_init_model)
 
+    from .prompts import DEFAULT_PROMPT_STYLE, PROMPT_STYLES
+
     p = sub.add_parser("ask", help="answer a question about an image")
-    p.add_argument("--model", required=True, help="CLIP-FlanT5 checkpoint folder")
+    p.add_argument("--model", required=True, help=_model_help())
     p.add_argument("--image", required=True)
     p.add_argument("--question", required=True)
     p.add_argument("--tokenizer", help="tokenizer folder or hub id (default: the checkpoint's own)")
     p.add_argument("--vision-tower", help="replace the checkpoint's mm_vision_tower (e.g. a local CLIP copy)")
-    p.add_argument("--prompt-style", default="t5_chat")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE, choices=PROMPT_STYLES)
+    p.add_argument("--max-new-tokens", type=_positive, default=64)
+    p.add_argument("--num-beams", type=_positive, default=1)
     p.add_argument("--do-sample", action="store_true")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -317,8 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", required=True, help="resumable trainer checkpoints (keep it between reruns)")
     p.add_argument("--projector", help="stage 2: the stage-1 output folder")
     p.add_argument("--tokenizer", help="default: the --model folder's tokenizer")
-    p.add_argument("--settings", default="{}", help="JSON object of TrainSettings (or @file); unset = published")
+    p.add_argument("--settings", help="JSON file of training settings (the flags below override it); unset ones "
+                   "take the stage's published value")  # fmt: skip
     p.add_argument("--threads", type=_positive, help="CPU threads of the job, shared by its processes on a node")
+    add_arguments(p.add_argument_group("training settings"), TrainSettings)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("fetch", help="download, verify (sha256 lock) and unpack one data source")
@@ -394,28 +428,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write the problems as JSON")
     p.set_defaults(func=cmd_validate_data)
 
-    from .prompts import DEFAULT_ANSWER_TEMPLATE, DEFAULT_QUESTION_TEMPLATE
-
     p = sub.add_parser("score", help="VQAScore of (image, text) pairs (JSONL in, JSONL with 'score' out)")
-    p.add_argument("--model", required=True, help="CLIP-FlanT5 checkpoint: folder or hub id")
-    p.add_argument("--tokenizer", help="tokenizer folder or hub id (published models: google/flan-t5-xxl / -xl)")
+    p.add_argument("--model", required=True, help=_model_help())
+    p.add_argument("--tokenizer", help="tokenizer folder or hub id (default: a released model's base tokenizer, "
+                   "else the checkpoint's own)")  # fmt: skip
     p.add_argument("--pairs", required=True, help='JSONL of {"image": path, "text": str}')
     p.add_argument("--out", required=True)
     p.add_argument("--image-root", help="folder the image paths are relative to (default: the pairs file's)")
-    p.add_argument("--batch-size", type=_positive, default=16)
-    p.add_argument("--images-per-chunk", type=_positive, default=64, help="unit of resumption")
     p.add_argument("--dtype", choices=DTYPES, help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--device", help="default: cuda if available")
     p.add_argument("--vision-tower", help="replace the checkpoint's mm_vision_tower (e.g. a local CLIP copy)")
-    p.add_argument("--question-template", default=DEFAULT_QUESTION_TEMPLATE)
-    p.add_argument("--answer-template", default=DEFAULT_ANSWER_TEMPLATE)
-    p.add_argument("--prompt-style", default="t5_chat")
-    p.add_argument("--score", choices=("exp-mean-ce", "first-token"), default="exp-mean-ce",
-                   help="exp-mean-ce: the published VQAScore; first-token: P(first answer token)")  # fmt: skip
-    p.add_argument("--full-vocab", action="store_true", help="softmax over all embedding rows (not published)")
-    p.add_argument("--shard", default="0/1", help="i/n: score only the i-th of n disjoint groups of images")
-    p.add_argument("--workers", type=_positive, default=4, help="image loading threads")
+    p.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: score only the i-th of n disjoint groups of "
+                   "images")  # fmt: skip
     p.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--settings", help="JSON file of scoring settings (the flags below override it)")
+    add_arguments(p.add_argument_group("scoring settings"), ScoreSettings)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("merge-scores", help="merge shard outputs of `score` in the order of the pairs file")
@@ -458,25 +485,26 @@ def build_parser() -> argparse.ArgumentParser:
 def _source_options(p) -> None:
     from .sources import DEFAULT_LOCK, DEFAULT_SOURCES
 
-    p.add_argument("--sources", default=str(DEFAULT_SOURCES), help="the data manifest (config/sources.yaml)")
+    p.add_argument(
+        "--sources",
+        default=str(DEFAULT_SOURCES),
+        help="the data manifest (default: the package's clip_flant5/sources.yaml)",
+    )
     p.add_argument("--lock", default=str(DEFAULT_LOCK), help="sha256 lock file (config/sources.lock.json)")
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from .ocrvqa import OcrVqaFixError
-    from .sources import SourceError
-
-    return (ValueError, FileNotFoundError, SourceError, OcrVqaFixError)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except Exception as err:
-        if not isinstance(err, _user_errors()):  # looked up late: it imports torch, which must start after --threads
+    except UserError as err:  # bad input: one clear line; anything else is a bug and keeps its traceback
+        print(f"clip-flant5 {args.command}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ModuleNotFoundError as err:
+        if err.name not in EXTRAS:
             raise
-        print(f"clip-flant5 {args.command}: error: {err}", file=sys.stderr)  # bad input: one clear line
+        print(f"clip-flant5 {args.command}: error: needs {err.name}, an optional dependency: "
+              f"pip install 'clip-flant5[{EXTRAS[err.name]}]'", file=sys.stderr)  # fmt: skip
         raise SystemExit(2) from None
 
 

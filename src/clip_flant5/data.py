@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import UserError
 from .images import dummy_image, load_and_preprocess
-from .prompts import IGNORE_INDEX, TEMPLATES, has_image, tokenize_record
+from .prompts import IGNORE_INDEX, MODEL_MAX_LENGTH, TEMPLATES, has_image, tokenize_record
 
 
 class RecordIndex:
@@ -33,7 +34,7 @@ class RecordIndex:
                     try:
                         record = json.loads(body)
                     except json.JSONDecodeError as err:
-                        raise ValueError(
+                        raise UserError(
                             f"{self.path}:{number}: not one JSON record per line ({err.msg}); training reads the "
                             "files `clip-flant5 validate-data` writes: pass this file through it first"
                         ) from None
@@ -78,11 +79,11 @@ class ConversationDataset(torch.utils.data.Dataset):
         template: str,
         image_size: int,
         aspect_ratio: str,
-        model_max_length: int = 2048,
+        model_max_length: int = MODEL_MAX_LENGTH,
         seed: int = 0,
     ):
         if template not in TEMPLATES:
-            raise ValueError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
+            raise UserError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
         self.records = RecordIndex(json_path)
         self.image_root = Path(image_root)
         self.tokenizer = tokenizer
@@ -91,7 +92,9 @@ class ConversationDataset(torch.utils.data.Dataset):
         self.aspect_ratio = aspect_ratio
         self.model_max_length = model_max_length
         self.seed = seed
-        self.epoch = 0  # the split-text cut is re-drawn per epoch, reproducibly
+        # The split-text cut is drawn from (seed, epoch, index): anew per epoch, reproducibly. Training sets the
+        # epoch (callbacks.DatasetEpoch) before each epoch's dataloader workers copy the dataset.
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.records)
@@ -106,13 +109,13 @@ class ConversationDataset(torch.utils.data.Dataset):
         try:
             tokens = tokenize_record(record, self.template, self.tokenizer, rng=rng, max_length=self.model_max_length)
         except ValueError as err:
-            raise ValueError(f"{self.records.path} record {i}: {err}") from None
+            raise UserError(f"{self.records.path} record {i}: {err}") from None
         if has_image(record):
             path = self.image_root / record["image"]
             try:
                 image = load_and_preprocess(path, self.image_size, self.aspect_ratio)
             except ValueError as err:
-                raise ValueError(
+                raise UserError(
                     f"{self.records.path} record {i} (id {record.get('id')!r}): {err}. Validation should have "
                     "caught this: rerun the validate rule on this file"
                 ) from None
@@ -124,7 +127,7 @@ class ConversationDataset(torch.utils.data.Dataset):
 class Collator:
     """Right-pad input_ids with 0 and labels with -100, then truncate both to `model_max_length`."""
 
-    def __init__(self, pad_token_id: int = 0, model_max_length: int = 2048):
+    def __init__(self, pad_token_id: int = 0, model_max_length: int = MODEL_MAX_LENGTH):
         self.pad_token_id = pad_token_id
         self.model_max_length = model_max_length
 

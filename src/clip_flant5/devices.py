@@ -13,6 +13,8 @@ import shutil
 import socket
 import subprocess
 
+from .errors import UserError
+
 # Environment variables that tell how the scheduler placed the job.
 SCHEDULER_VARIABLES = (
     "CUDA_VISIBLE_DEVICES",
@@ -26,7 +28,7 @@ SCHEDULER_VARIABLES = (
 )
 
 
-class DeviceCheckError(RuntimeError):
+class DeviceCheckError(UserError):
     pass
 
 

@@ -9,10 +9,15 @@ check the output against it to within 1e-6.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+from .errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -25,7 +30,7 @@ _MEAN = np.array(CLIP_MEAN, dtype=np.float32)
 _STD = np.array(CLIP_STD, dtype=np.float32)
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserError):
     """An image file is missing, corrupt or truncated."""
 
 
@@ -77,6 +82,8 @@ def clip_preprocess(image: Image.Image, size: int) -> torch.Tensor:
     # doing the same keeps the result bit-identical.
     array = (array.astype(np.float64) * (1 / 255)).astype(np.float32)
     array = (array - _MEAN) / _STD
+    import torch  # here: the workflow reads this module's facts (ASPECT_RATIOS) at parse time, without torch
+
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
@@ -85,7 +92,7 @@ def preprocess_image(image: Image.Image, size: int, aspect_ratio: str = "pad") -
     if aspect_ratio == "pad":
         image = expand_to_square(image)
     elif aspect_ratio != "square":
-        raise ValueError(f"unknown image_aspect_ratio {aspect_ratio!r}; valid values: {', '.join(ASPECT_RATIOS)}")
+        raise UserError(f"unknown image_aspect_ratio {aspect_ratio!r}; valid values: {', '.join(ASPECT_RATIOS)}")
     return clip_preprocess(image, size)
 
 
@@ -95,4 +102,6 @@ def load_and_preprocess(path: str | os.PathLike, size: int, aspect_ratio: str = 
 
 def dummy_image(size: int) -> torch.Tensor:
     """All-zero image tensor standing in for the image of a text-only sample."""
+    import torch
+
     return torch.zeros(3, size, size, dtype=torch.float32)

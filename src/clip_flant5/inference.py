@@ -8,10 +8,9 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from .errors import UserError
 from .images import load_and_preprocess
-from .prompts import scoring_prompt, tokenize_with_image
-
-MODEL_MAX_LENGTH = 2048
+from .prompts import MODEL_MAX_LENGTH, scoring_prompt, tokenize_with_image
 
 
 def load_tokenizer(path: str | os.PathLike, model_max_length: int = MODEL_MAX_LENGTH):
@@ -22,7 +21,7 @@ def load_tokenizer(path: str | os.PathLike, model_max_length: int = MODEL_MAX_LE
     """
     local = Path(path)
     if local.is_dir() and not any((local / f).is_file() for f in ("spiece.model", "tokenizer.json")):
-        raise FileNotFoundError(f"{local} holds no tokenizer (spiece.model or tokenizer.json): pass --tokenizer")
+        raise UserError(f"{local} holds no tokenizer (spiece.model or tokenizer.json): pass --tokenizer")
     return AutoTokenizer.from_pretrained(
         str(path), model_max_length=model_max_length, padding_side="right", truncation_side="right"
     )

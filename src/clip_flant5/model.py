@@ -23,6 +23,7 @@ from transformers import (
 )
 from transformers import initialization as init
 
+from .errors import UserError
 from .prompts import IMAGE_TOKEN_INDEX
 
 PROJECTOR_TYPES = ("linear", "mlpNx_gelu", "identity")
@@ -109,13 +110,13 @@ class CLIPT5Config(T5Config):
         if self.mm_vision_config:
             return CLIPVisionConfig(**self.mm_vision_config)
         if self.mm_vision_tower is None:
-            raise ValueError("config has no `mm_vision_tower`: a CLIP-FlanT5 config must name its vision tower")
+            raise UserError("config has no `mm_vision_tower`: a CLIP-FlanT5 config must name its vision tower")
         if self.mm_vision_tower in KNOWN_VISION_CONFIGS:
             return CLIPVisionConfig(**KNOWN_VISION_CONFIGS[self.mm_vision_tower])
         try:
             return CLIPVisionConfig.from_pretrained(self.mm_vision_tower)
         except OSError as err:
-            raise ValueError(
+            raise UserError(
                 f"cannot find the vision tower config for mm_vision_tower={self.mm_vision_tower!r}: "
                 "give a local CLIP folder or a reachable hub id (load through clip_flant5.checkpoint, which "
                 "also resolves paths relative to the checkpoint folder)"
@@ -134,9 +135,9 @@ def build_projector(projector_type: str, in_features: int, out_features: int) ->
         return MultimodalProjector(*layers)
     if projector_type == "identity":
         if in_features != out_features:
-            raise ValueError(f"identity projector needs mm_hidden_size == d_model, got {in_features} != {out_features}")
+            raise UserError(f"identity projector needs mm_hidden_size == d_model, got {in_features} != {out_features}")
         return MultimodalProjector(nn.Identity())
-    raise ValueError(f"unknown mm_projector_type {projector_type!r}; valid: linear, mlp<N>x_gelu, identity")
+    raise UserError(f"unknown mm_projector_type {projector_type!r}; valid: linear, mlp<N>x_gelu, identity")
 
 
 class MultimodalProjector(nn.Sequential):
@@ -149,7 +150,7 @@ class CLIPVisionTower(nn.Module):
     def __init__(self, vision_config: CLIPVisionConfig, select_layer: int, select_feature: str):
         super().__init__()
         if select_feature not in SELECT_FEATURES:
-            raise ValueError(f"unknown mm_vision_select_feature {select_feature!r}; valid: {SELECT_FEATURES}")
+            raise UserError(f"unknown mm_vision_select_feature {select_feature!r}; valid: {SELECT_FEATURES}")
         self.vision_tower = CLIPVisionModel(vision_config)
         self.vision_tower.requires_grad_(False)
         self.select_layer = select_layer
@@ -356,11 +357,9 @@ class CLIPT5ForConditionalGeneration(T5ForConditionalGeneration):
         return super().generate(attention_mask=attention_mask, **generation_kwargs)
 
     # -- training helpers -----------------------------------------------------------------------
-    def set_trainable(self, stage: int) -> None:
-        """Stage 1 trains the projector only; stage 2 trains T5 and the projector. CLIP never trains."""
-        if stage not in (1, 2):
-            raise ValueError(f"stage must be 1 or 2, got {stage}")
-        self.requires_grad_(stage == 2)
+    def set_trainable(self, *, train_language: bool) -> None:
+        """The projector trains; T5 too when `train_language` (stage 2, `Stage.trains_language`). CLIP never."""
+        self.requires_grad_(train_language)
         self.mm_projector.requires_grad_(True)
         self.vision_tower.requires_grad_(False)
 

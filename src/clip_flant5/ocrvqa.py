@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import multiprocessing
 import os
 
+from .errors import UserError
 from .images import load_image
+from .parallel import process_map
 
 SOURCE_SUFFIXES = (".gif", ".png")
 MESSAGE_LIMIT = 20
 
 
-class OcrVqaFixError(RuntimeError):
+class OcrVqaFixError(UserError):
     """Some images failed to convert; `.summary` holds the summary dict."""
 
     def __init__(self, message: str, summary: dict):
@@ -72,14 +73,10 @@ def fix_ocrvqa(folder: str | os.PathLike, *, jobs: int | None = None, keep_going
     jobs = max(1, jobs or os.cpu_count() or 1)
     todo, already, same_stem = _plan(folder)
     convert = functools.partial(_convert, folder)
-    if jobs == 1 or len(todo) < 2:
-        results = list(map(convert, todo))
-    else:
-        # Small chunks: a conversion takes milliseconds, so a round trip per 16 is negligible, and the
-        # workers finish within a chunk of each other (larger chunks left one core idle at the end).
-        chunk = max(1, min(16, len(todo) // (jobs * 8)))
-        with multiprocessing.Pool(min(jobs, len(todo))) as pool:
-            results = list(pool.imap_unordered(convert, todo, chunksize=chunk))
+    # Small chunks: a conversion takes milliseconds, so a round trip per 16 is negligible, and the workers
+    # finish within a chunk of each other (larger chunks left one core idle at the end).
+    chunk = max(1, min(16, len(todo) // (jobs * 8)))
+    results = list(process_map(convert, todo, max(1, min(jobs, len(todo))), chunk))
     failed = sorted(r for r in results if r is not None)
     summary = {
         "folder": folder,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 
+from .errors import UserError
+
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
@@ -16,6 +18,7 @@ SYSTEM = (
 IMAGE_TOKEN = "<image>"
 IMAGE_TOKEN_INDEX = -200  # placeholder id, replaced by the projected CLIP patches in the model
 IGNORE_INDEX = -100  # label value the loss skips (padding)
+MODEL_MAX_LENGTH = 2048  # the context the published models were trained with (tokens, image patches included)
 
 TEMPLATES = ("t5_v1", "t5_plain", "t5_plain_split_text")
 _ROLES = {"human": "USER", "gpt": "ASSISTANT"}
@@ -31,6 +34,7 @@ PROMPT_STYLES = {
     "t5_chat_no_system_no_user": IMAGE_TOKEN + "\n{question} : ",
     "t5_plain": IMAGE_TOKEN + "{question}",  # stage-1-only models
 }
+DEFAULT_PROMPT_STYLE = "t5_chat"
 
 
 def _name(record: dict) -> str:
@@ -62,24 +66,24 @@ def _t5_v1(record: dict, conv: list[dict]) -> tuple[str, str]:
     if conv and conv[0]["from"] != "human":
         conv = conv[1:]  # upstream dropped one leading non-human turn
     if not conv:
-        raise ValueError(f"{_name(record)}: no human/gpt turns to template")
+        raise UserError(f"{_name(record)}: no human/gpt turns to template")
     for i, msg in enumerate(conv):
         expected = "human" if i % 2 == 0 else "gpt"
         if msg["from"] != expected:
-            raise ValueError(
+            raise UserError(
                 f"{_name(record)}: roles must alternate human/gpt, turn {i} is {msg['from']!r} (expected {expected!r})"
             )
     if len(conv) % 2:
-        raise ValueError(f"{_name(record)}: odd number of turns ({len(conv)}), last message must be from gpt")
+        raise UserError(f"{_name(record)}: odd number of turns ({len(conv)}), last message must be from gpt")
     enc = SYSTEM + " " + "".join(f"{_ROLES[m['from']]}: {m['value']} " for m in conv[:-1]) + "ASSISTANT: "
     return enc, conv[-1]["value"]
 
 
 def _caption(record: dict, conv: list[dict]) -> str:
     if not has_image(record):
-        raise ValueError(f"{_name(record)}: plain (stage-1) templates need an image record")
+        raise UserError(f"{_name(record)}: plain (stage-1) templates need an image record")
     if len(conv) != 2 or conv[0]["from"] != "human" or conv[1]["from"] != "gpt":
-        raise ValueError(f"{_name(record)}: plain templates need exactly one human turn then one gpt turn")
+        raise UserError(f"{_name(record)}: plain templates need exactly one human turn then one gpt turn")
     return conv[1]["value"]
 
 
@@ -102,7 +106,7 @@ def build_texts(record: dict, template: str, *, rng=None, split_at=None) -> tupl
     cut (21 of 41 characters) beyond the n // 2 bound of the random rule.
     """
     if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
+        raise UserError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
     conv = record.get("conversations") or []
     if has_image(record):
         conv = normalise_image_messages(conv)
@@ -113,7 +117,7 @@ def build_texts(record: dict, template: str, *, rng=None, split_at=None) -> tupl
         return IMAGE_TOKEN, caption
     k = _draw_split(len(caption), rng) if split_at is None else split_at
     if not 0 <= k <= len(caption):
-        raise ValueError(f"{_name(record)}: split_at={k} outside [0, {len(caption)}]")
+        raise UserError(f"{_name(record)}: split_at={k} outside [0, {len(caption)}]")
     return IMAGE_TOKEN + caption[:k], caption[k:]
 
 
@@ -146,10 +150,12 @@ def tokenize_record(
     return {"input_ids": tokenizer(enc, **kw).input_ids, "labels": tokenizer(dec, **kw).input_ids}
 
 
-def scoring_prompt(text: str, style: str = "t5_chat", question_template: str = DEFAULT_QUESTION_TEMPLATE) -> str:
+def scoring_prompt(
+    text: str, style: str = DEFAULT_PROMPT_STYLE, question_template: str = DEFAULT_QUESTION_TEMPLATE
+) -> str:
     """Encoder text (with `<image>`) for scoring `text` under a prompt style."""
     if style not in PROMPT_STYLES:
-        raise ValueError(f"unknown prompt style {style!r}; valid: {', '.join(PROMPT_STYLES)}")
+        raise UserError(f"unknown prompt style {style!r}; valid: {', '.join(PROMPT_STYLES)}")
     return PROMPT_STYLES[style].format(question=question_template.format(text))
 
 

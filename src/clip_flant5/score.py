@@ -14,63 +14,39 @@ import json
 import os
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
-from .atomic import write_json, write_jsonl
+from .atomic import write_json
 from .data import pad_rows
-from .images import load_and_preprocess
-from .prompts import (
-    DEFAULT_ANSWER_TEMPLATE,
-    DEFAULT_QUESTION_TEMPLATE,
-    answer_text,
-    scoring_prompt,
-    tokenize_with_image,
-)
-
-SCORE_KINDS = ("exp-mean-ce", "first-token")
-
-
-@dataclass(frozen=True)
-class ScoreSettings:
-    question_template: str = DEFAULT_QUESTION_TEMPLATE
-    answer_template: str = DEFAULT_ANSWER_TEMPLATE
-    prompt_style: str = "t5_chat"
-    score: str = "exp-mean-ce"
-    batch_size: int = 16  # pairs per encoder pass
-    images_per_chunk: int = 64  # unit of resumption: results are saved per chunk of images
-    full_vocab: bool = False  # True: softmax over all embedding rows instead of the tokenizer's
-    workers: int = 4  # threads loading and preprocessing images
+from .errors import UserError
+from .images import load_and_preprocess, preprocess_image
+from .jsonl import iter_jsonl, read_jsonl, write_jsonl
+from .prompts import answer_text, scoring_prompt, tokenize_with_image
+from .vqascore import ScoreSettings
 
 
 def read_pairs(path: str | os.PathLike) -> list[dict]:
     """Pairs of a JSONL file; a malformed line or an empty text is an error naming the line."""
-    pairs = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                pair = json.loads(line)
-                image, text = pair["image"], pair["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f'{path}:{number}: expected {{"image": path, "text": str}} ({err})') from None
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"{path}:{number}: empty text for image {image!r}")
-            pairs.append(pair)
-    return pairs
+    return read_jsonl(path, keys=("image", "text"), what="pair", check=_pair_problem)
+
+
+def _pair_problem(pair: dict) -> str | None:
+    if not isinstance(pair["image"], str) or not pair["image"]:
+        return f"image must be a path, got {pair['image']!r}"
+    if not isinstance(pair["text"], str) or not pair["text"].strip():
+        return f"empty text for image {pair['image']!r}"
+    return None
 
 
 class VQAScorer:
-    def __init__(self, model, tokenizer, settings: ScoreSettings = ScoreSettings()):
-        if settings.score not in SCORE_KINDS:
-            raise ValueError(f"unknown score {settings.score!r}; valid: {', '.join(SCORE_KINDS)}")
-        self.model, self.tokenizer, self.settings = model.eval(), tokenizer, settings
+    def __init__(self, model, tokenizer, settings: ScoreSettings | None = None):
+        self.model, self.tokenizer, self.settings = model.eval(), tokenizer, settings or ScoreSettings()
         self.device = next(model.parameters()).device
-        self.vocab = model.config.vocab_size if settings.full_vocab else len(tokenizer)
+        self.vocab = model.config.vocab_size if self.settings.full_vocab else len(tokenizer)
         self._prompts: dict[str, list[int]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._loader: ThreadPoolExecutor | None = None
@@ -84,11 +60,30 @@ class VQAScorer:
     def answer_ids(self, text: str) -> list[int]:
         return self.tokenizer(answer_text(self.settings.answer_template, text)).input_ids
 
-    def load_images(self, paths: list[Path]) -> torch.Tensor:
+    def load_images(self, images: list) -> torch.Tensor:
+        """Pixels of image files or PIL images, loaded and preprocessed in parallel."""
         size, aspect = self.model.vision_tower.image_size, self.model.config.image_aspect_ratio
+
+        def pixels(image):
+            if isinstance(image, Image.Image):
+                return preprocess_image(image.convert("RGB"), size, aspect)
+            return load_and_preprocess(image, size, aspect)
+
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.settings.workers)
-        return torch.stack(list(self._pool.map(lambda p: load_and_preprocess(p, size, aspect), paths)))
+        return torch.stack(list(self._pool.map(pixels, images)))
+
+    def score_images(self, images: list, pairs: list[tuple[int, str]]) -> list[float]:
+        """Scores of (index into `images`, text) pairs, in order, `images_per_chunk` images at a time (in memory:
+        nothing is saved; `score_pairs` is the resumable path)."""
+        chunk = self.settings.images_per_chunk
+        scores: list[float] = [0.0] * len(pairs)
+        for start in range(0, len(images), chunk):
+            members = [k for k, (i, _) in enumerate(pairs) if start <= i < start + chunk]
+            local = [(pairs[k][0] - start, pairs[k][1]) for k in members]
+            for k, value in zip(members, self.score_chunk(images[start : start + chunk], local), strict=True):
+                scores[k] = value
+        return scores
 
     def prefetch(self, paths: list[Path]) -> Future:
         """Load images in the background (the next chunk's, while the model works on this one)."""
@@ -189,14 +184,9 @@ def _write_part(path: Path, keys: list[tuple[str, str]], scores: list[float]) ->
     write_json(path, {"pairs": keys, "scores": scores}, indent=None)
 
 
-def write_pairs(rows: list[dict], out: str | os.PathLike) -> None:
-    """JSON lines, atomically."""
-    write_jsonl(out, rows)
-
-
 def write_scores(pairs: list[dict], scores: list[float], out: str | os.PathLike) -> None:
     """Each input pair with "score" added, in input order."""
-    write_pairs([{**pair, "score": score} for pair, score in zip(pairs, scores, strict=True)], out)
+    write_jsonl(out, [{**pair, "score": score} for pair, score in zip(pairs, scores, strict=True)])
 
 
 def score_file(
@@ -222,12 +212,11 @@ def merge_scores(pairs_path, shard_paths: list, out) -> Path:
     """Merge shard outputs back into the order of the pairs file; every pair must be scored once."""
     scored = {}
     for path in shard_paths:
-        for line in Path(path).read_text().splitlines():
-            row = json.loads(line)
+        for row in iter_jsonl(path, keys=("image", "text", "score"), what="scored pair"):
             scored[(row["image"], row["text"])] = row["score"]
     pairs = read_pairs(pairs_path)
     missing = [p for p in pairs if (p["image"], p["text"]) not in scored]
     if missing:
-        raise ValueError(f"{len(missing)} pairs of {pairs_path} are in no shard, e.g. {missing[0]}")
+        raise UserError(f"{len(missing)} pairs of {pairs_path} are in no shard, e.g. {missing[0]}")
     write_scores(pairs, [scored[(p["image"], p["text"])] for p in pairs], out)
     return Path(out)

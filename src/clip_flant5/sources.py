@@ -1,10 +1,16 @@
-"""The data manifest (`config/sources.yaml`) and its lock file (`config/sources.lock.json`).
+"""The data manifest (`sources.yaml`, beside this module) and its lock file (`config/sources.lock.json`).
 
 The manifest says where each training and benchmark file comes from and where it lands under a data root R:
 downloads in `R/downloads/<source>/<file>`, training data under `R/train/`, each benchmark under
-`R/benchmarks/<source>/` (a source's "group root"). Upstream publishes no checksums (spec data.md "Sources"), so
-the lock records the sha256 and size of every file the first time it is fetched and later fetches are verified
-against it; rewriting an entry is a deliberate act (`refresh_lock`).
+`R/benchmarks/<source>/` (a source's "group root"). It is package data: where each dataset comes from is a fact
+of the package, the same for every checkout and install. Upstream publishes no checksums (spec data.md
+"Sources"), so the lock records the sha256 and size of every file the first time it is fetched and later fetches
+are verified against it; rewriting an entry is a deliberate act (`refresh_lock`). The lock belongs to the
+checkout a workflow runs from: `DEFAULT_LOCK` is relative to the working directory.
+
+The manifest's structure (keys, types, allowed values, what each kind of file needs) is the JSON schema
+`MANIFEST_SCHEMA`, checked with jsonschema; what a schema cannot say (paths that leave their folder, `provides`
+under some `dest`, unique file names, destinations that overlap) is checked in code after it.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from .atomic import write_json
+from .errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SOURCES = REPO_ROOT / "config" / "sources.yaml"
-DEFAULT_LOCK = REPO_ROOT / "config" / "sources.lock.json"
+DEFAULT_SOURCES = Path(__file__).with_name("sources.yaml")
+DEFAULT_LOCK = Path("config/sources.lock.json")  # the checkout's, relative to where the workflow runs
 DEFAULT_DATA_ROOT = Path("resources")
 
 GROUPS = ("train", "benchmark")
@@ -32,17 +38,173 @@ UNPACK_FORMATS = ("zip", "tar", "tar.gz", "tgz", "tar.bz2", "tar.xz")
 REPO_TYPES = ("dataset", "model", "space")
 GDRIVE_URL = "https://drive.usercontent.google.com/download?id={id}&export=download&confirm=t"
 
-SOURCE_KEYS = set("group kind description note repo repo_type revision files provides instructions".split())
-FILE_KEYS = set(
-    "name kind url id folder repo repo_type filename revision size approx_size unpack dest strip_top_level note".split()
-)
 INHERITED = ("kind", "repo", "repo_type", "revision")  # file fields that default to the source's value
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
-SIZE_RE = re.compile(r"^\s*([0-9.]+)\s*(B|KB|MB|GB|TB)\s*$", re.IGNORECASE)
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_]*$"
+SIZE_PATTERN = r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KkMmGgTt]?[Bb])\s*$"  # "18 GB" = 18e9 bytes
+SIZE_RE = re.compile(SIZE_PATTERN)
 SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_DRIVE_ID = r"^[A-Za-z0-9_-]+$"
+_TEXT = {"type": "string"}
 
 
-class SourceError(RuntimeError):
+def _kind_is(*kinds: str) -> dict:
+    return {"properties": {"kind": {"enum": list(kinds)}}, "required": ["kind"]}
+
+
+def _has_all(*keys: str) -> dict:
+    # "type": a non-mapping would pass "required" vacuously, and fail every "not" of it
+    return {"type": "object", "required": list(keys)}
+
+
+# Draft 2020-12. "x-message" (ignored by validators) is the text reported when a keyword of the same subschema
+# fails, {value} (and {missing} for "required") filled in; "x-message-required" gives one per missing key. A file
+# is checked with its source's INHERITED fields filled in, so what a file needs can depend on its kind wherever set.
+_FILE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[^./][^/]*$", "x-message": "field 'name' must be a plain file name"},
+        "kind": {"enum": list(FILE_KINDS)},
+        "url": {"type": "string", "pattern": r"^https?://", "x-message": "field 'url' must be an http(s) URL"},
+        "id": {"type": "string", "pattern": _DRIVE_ID, "x-message": "field 'id' is not a Google Drive file id"},
+        "folder": {
+            "type": "string",
+            "pattern": _DRIVE_ID,
+            "x-message": "field 'folder' is not a Google Drive folder id",
+        },
+        "repo": _TEXT,
+        "repo_type": {"enum": list(REPO_TYPES)},
+        "filename": {
+            "type": "string",
+            "x-message": "field 'filename' (the file's name in the folder or the repository) must be a string",
+        },
+        "revision": _TEXT,
+        "size": {
+            "type": "integer",
+            "exclusiveMinimum": 0,
+            "x-message": "field 'size' must be a positive number of bytes",
+        },
+        "approx_size": {
+            "anyOf": [{"type": "integer", "exclusiveMinimum": 0}, {"type": "string", "pattern": SIZE_PATTERN}],
+            "x-message": "field 'approx_size' must be a positive number of bytes, or one like '18 GB'",
+        },
+        "unpack": {
+            "enum": [*UNPACK_FORMATS, "none", None],
+            "x-message": f"field 'unpack' must be one of {', '.join(UNPACK_FORMATS)} or none, got {{value!r}}",
+        },
+        "dest": _TEXT,
+        "strip_top_level": {
+            "type": "string",
+            "pattern": r"^(?!\.\.$)[^/]+$",
+            "x-message": "field 'strip_top_level' is 'auto' or a folder name, and only for archives",
+        },
+        "note": _TEXT,
+    },
+    "additionalProperties": False,
+    "required": ["name", "kind", "dest"],
+    "x-message-required": {"kind": "field 'kind' is missing: set it on the file or the source"},
+    "allOf": [
+        {
+            "not": _has_all("size", "approx_size"),
+            "x-message": "give 'size' (exact, verified) or 'approx_size', not both",
+        },
+        {
+            "if": _kind_is("https"),
+            "then": {"required": ["url"], "x-message": "a https file needs the field {missing!r}"},
+        },
+        {
+            "if": _kind_is("huggingface"),
+            "then": {"required": ["repo", "repo_type"], "x-message": "a huggingface file needs the field {missing!r}"},
+        },
+        {
+            "if": _kind_is("gdrive"),
+            "then": {
+                "allOf": [
+                    {
+                        "anyOf": [{"required": ["id"]}, {"required": ["folder"]}],
+                        "x-message": "a gdrive file needs the field 'id' (its file id) or 'folder' (the id of a "
+                        "public folder that holds it under the name 'filename', default: 'name')",
+                    },
+                    {
+                        "not": _has_all("id", "folder"),
+                        "x-message": "a gdrive file takes 'id' or 'folder', not both",
+                    },
+                ]
+            },
+            "else": {"not": _has_all("folder"), "x-message": "field 'folder' is only for gdrive files"},
+        },
+        {  # a plain file (no unpack): dest names the file, and there is no archive folder to strip
+            "if": {"properties": {"unpack": {"enum": ["none", None]}}},
+            "then": {
+                "properties": {
+                    "dest": {"not": {"const": "."}, "x-message": "field 'dest' of a plain file must name the file"}
+                },
+                "allOf": [
+                    {
+                        "not": _has_all("strip_top_level"),
+                        "x-message": "field 'strip_top_level' is 'auto' or a folder name, and only for archives",
+                    }
+                ],
+            },
+        },
+    ],
+}
+_SOURCE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "group": {"enum": list(GROUPS)},
+        "kind": {"enum": list(KINDS)},
+        "description": _TEXT,
+        "note": _TEXT,
+        "repo": _TEXT,
+        "repo_type": {"enum": list(REPO_TYPES)},
+        "revision": _TEXT,
+        "files": {"type": "array"},
+        "provides": {
+            "type": "array",
+            "minItems": 1,
+            "items": _TEXT,
+            "x-message": "field 'provides' must be a non-empty list of paths",
+        },
+        "instructions": {"type": "string", "pattern": r"\S"},
+    },
+    "additionalProperties": False,
+    "required": ["group", "provides"],
+    "if": _kind_is("manual"),
+    "then": {
+        "required": ["instructions"],
+        "properties": {"files": {"maxItems": 0, "x-message": "a manual source has no 'files'"}},
+        "x-message": "a manual source needs 'instructions' (what to download and where to put it)",
+    },
+    "else": {
+        "required": ["files"],
+        "properties": {
+            "files": {"minItems": 1, "items": _FILE_SCHEMA, "x-message": "field 'files' must be a non-empty list"}
+        },
+    },
+}
+MANIFEST_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "clip_flant5 data manifest (sources.yaml)",
+    "type": "object",
+    "required": ["sources"],
+    "x-message": "expected a mapping with a non-empty 'sources' mapping",
+    "properties": {
+        "sources": {
+            "type": "object",
+            "minProperties": 1,
+            "x-message": "expected a mapping with a non-empty 'sources' mapping",
+            "propertyNames": {
+                "type": "string",
+                "pattern": NAME_PATTERN,
+                "x-message": "source {value!r}: the name must be lower-case letters, digits and '_'",
+            },
+            "additionalProperties": _SOURCE_SCHEMA,
+        }
+    },
+}
+
+
+class SourceError(UserError):
     """Base of every error of the data sources (manifest, lock, download, unpacking)."""
 
 
@@ -124,17 +286,19 @@ def join_rel(root: Path, rel: str) -> Path:
 
 
 def load_sources(path: str | os.PathLike = DEFAULT_SOURCES) -> dict[str, Source]:
-    """Read and validate the manifest. Raises ManifestError naming the source and the bad field."""
+    """Read and validate the manifest. Raises ManifestError naming the file, the source, the field and what is
+    wrong (every problem the schema finds, one per line)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
         raise ManifestError(f"cannot read the data manifest {path}: {err}") from err
-    if not isinstance(data, dict) or not isinstance(data.get("sources"), dict) or not data["sources"]:
-        raise ManifestError(f"{path}: expected a mapping with a non-empty 'sources' mapping")
-    sources = {}
-    for name, raw in data["sources"].items():
-        sources[name] = _parse_source(path, name, raw)
+    data, inherited = _with_inherited(data)
+    if problems := _schema_problems(data, inherited):
+        if len(problems) == 1:
+            raise ManifestError(f"{path}: {problems[0]}")
+        raise ManifestError(f"{path}: {len(problems)} problems:\n  " + "\n  ".join(problems))
+    sources = {name: _parse_source(path, name, raw) for name, raw in data["sources"].items()}
     _check_overlaps(path, sources.values())
     return sources
 
@@ -146,49 +310,115 @@ def get_source(sources: dict[str, Source], name: str) -> Source:
         raise UnknownSourceError(f"unknown data source {name!r}; valid: {', '.join(sources)}") from None
 
 
-def _parse_source(path: Path, name, raw) -> Source:
+def _with_inherited(data) -> tuple[object, set[tuple]]:
+    """The manifest with each file's INHERITED fields filled in from its source where the file lacks them, and
+    the (source, file index, field) that were, whose errors are reported once, on the source. Anything not
+    shaped as expected is left as it is, for the schema to report."""
+    inherited = set()
+    if not isinstance(data, dict) or not isinstance(data.get("sources"), dict):
+        return data, inherited
+    sources = {}
+    for name, source in data["sources"].items():
+        if isinstance(source, dict) and isinstance(source.get("files"), list):
+            files = []
+            for index, file in enumerate(source["files"]):
+                if isinstance(file, dict):
+                    given = {key: source[key] for key in INHERITED if key in source and key not in file}
+                    inherited.update((name, index, key) for key in given)
+                    file = {**given, **file}
+                files.append(file)
+            source = {**source, "files": files}
+        sources[name] = source
+    return {**data, "sources": sources}, inherited
+
+
+def _schema_problems(data, inherited: set[tuple]) -> list[str]:
+    """The MANIFEST_SCHEMA errors of `data`, each as "source 'x': files[i] (name): what is wrong", in order."""
+    from jsonschema import Draft202012Validator  # here: importing the module stays cheap for the CLI
+
+    sources = data.get("sources") if isinstance(data, dict) else None
+    order = {name: i for i, name in enumerate(sources)} if isinstance(sources, dict) else {}
+    problems = []
+    for error in Draft202012Validator(MANIFEST_SCHEMA).iter_errors(data):
+        where = list(error.absolute_path)
+        if len(where) >= 5 and where[2] == "files" and (where[1], where[3], where[4]) in inherited:
+            continue  # the source's own value: reported (once) where it is set
+        name = where[1] if len(where) > 1 else error.instance if isinstance(error.instance, str) else None
+        rank = (order.get(name, -1), len(where), [str(k) for k in where])  # in file order, a source before its files
+        for message in _messages(error):
+            problems.append((rank, _location(data, where) + message))
+    return list(dict.fromkeys(text for _, text in sorted(problems)))
+
+
+def _location(data, where: list) -> str:
+    """ "source 'a': files[0] (a.zip): " for a path into the manifest (empty for the top level)."""
+    parts = []
+    if len(where) >= 2:
+        parts.append(f"source {where[1]!r}: ")
+    if len(where) >= 4 and where[2] == "files":
+        file = data["sources"][where[1]]["files"][where[3]]
+        name = file.get("name", "?") if isinstance(file, dict) else "?"
+        parts.append(f"files[{where[3]}] ({name}): ")
+    return "".join(parts)
+
+
+def _field(where: list) -> str:
+    """The field a path ends in: 'group', or 'provides' item 0."""
+    keys = where[4:] if len(where) >= 4 and where[2] == "files" else where[2:]
+    if not keys:
+        return "the entry"
+    text = f"field {keys[0]!r}"
+    return text + "".join(f" item {k}" for k in keys[1:])
+
+
+_TYPE_NAMES = {"string": "a string", "array": "a list", "object": "a mapping", "integer": "an integer"}
+
+
+def _messages(error) -> list[str]:
+    """What is wrong, in words: the subschema's x-message, or one made from the failed keyword."""
+    where, value, keyword = list(error.absolute_path), error.instance, error.validator
+    if keyword == "required":
+        missing = [key for key in error.validator_value if key not in value]
+        special = error.schema.get("x-message-required", {})
+        template = error.schema.get("x-message", "field {missing!r} is missing")
+        return [special.get(key) or template.format(missing=key) for key in missing]
+    if keyword == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(str(key) for key in value if key not in error.schema.get("properties", {}))
+        return [f"unknown field(s) {unknown}; allowed: {allowed}"]
+    field = _field(where)
+    if "x-message" in error.schema:
+        return [error.schema["x-message"].format(value=value)]
+    if keyword == "enum":
+        allowed = ", ".join(repr(v) for v in error.validator_value)
+        return [f"{field} must be one of {allowed}, got {value!r}"]
+    if keyword == "type":
+        return [f"{field} must be {_TYPE_NAMES.get(error.validator_value, error.validator_value)}, got {value!r}"]
+    return [f"{field}: {error.message}"]
+
+
+def _parse_source(path: Path, name: str, raw: dict) -> Source:
+    """The Source of a schema-valid entry, after the checks a schema cannot make (paths, names, `provides`)."""
+
     def fail(msg: str):
         raise ManifestError(f"{path}: source {name!r}: {msg}")
 
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        fail("the name must be lower-case letters, digits and '_'")
-    if not isinstance(raw, dict):
-        fail("expected a mapping")
-    if unknown := set(raw) - SOURCE_KEYS:
-        fail(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(SOURCE_KEYS)}")
-    if raw.get("group") not in GROUPS:
-        fail(f"field 'group' must be one of {GROUPS}, got {raw.get('group')!r}")
-    kind = raw.get("kind")
-    if kind is not None and kind not in KINDS:
-        fail(f"field 'kind' must be one of {KINDS}, got {kind!r}")
-    provides = raw.get("provides")
-    if not isinstance(provides, list) or not provides:
-        fail("field 'provides' must be a non-empty list of paths")
+    provides = raw["provides"]
     for p in provides:
         if _bad_relpath(p):
             fail(f"field 'provides': {p!r} must be a relative path without '..'")
-    files_raw = raw.get("files") or []
-    if kind == "manual":
-        if not isinstance(raw.get("instructions"), str) or not raw["instructions"].strip():
-            fail("a manual source needs 'instructions' (what to download and where to put it)")
-        if files_raw:
-            fail("a manual source has no 'files'")
-        files = ()
-    else:
-        if not isinstance(files_raw, list) or not files_raw:
-            fail("field 'files' must be a non-empty list")
-        files = tuple(_parse_file(fail, i, raw, f) for i, f in enumerate(files_raw))
-        names = [f.name for f in files]
-        if len(set(names)) != len(names):
-            fail(f"file names must be unique, got {names}")
-        dests = [PurePosixPath(f.dest) for f in files]
-        for p in provides:
-            if not any(_within(PurePosixPath(p), d) for d in dests):
-                fail(f"field 'provides': {p!r} is not under any file's 'dest' {[f.dest for f in files]}")
+    files = tuple(_parse_file(fail, i, f) for i, f in enumerate(raw.get("files") or ()))
+    names = [f.name for f in files]
+    if len(set(names)) != len(names):
+        fail(f"file names must be unique, got {names}")
+    dests = [PurePosixPath(f.dest) for f in files]
+    for p in provides:
+        if files and not any(_within(PurePosixPath(p), d) for d in dests):
+            fail(f"field 'provides': {p!r} is not under any file's 'dest' {[f.dest for f in files]}")
     return Source(
         name=name,
         group=raw["group"],
-        kind=kind or files[0].kind,
+        kind=raw.get("kind") or files[0].kind,
         files=files,
         provides=tuple(provides),
         description=str(raw.get("description") or ""),
@@ -197,58 +427,24 @@ def _parse_source(path: Path, name, raw) -> Source:
     )
 
 
-def _parse_file(fail, index: int, source_raw: dict, raw) -> FileSpec:
-    if not isinstance(raw, dict):
-        fail(f"files[{index}]: expected a mapping")
-    label = f"files[{index}] ({raw.get('name', '?')})"
-    if unknown := set(raw) - FILE_KEYS:
-        fail(f"{label}: unknown field(s) {sorted(unknown)}; allowed: {sorted(FILE_KEYS)}")
-    values = {k: raw.get(k, source_raw.get(k)) for k in INHERITED}
-    values.update({k: v for k, v in raw.items() if k not in INHERITED})
-    name = values.get("name")
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-        fail(f"{label}: field 'name' must be a plain file name")
-    kind = values.get("kind")
-    if kind not in FILE_KINDS:
-        fail(f"{label}: field 'kind' must be one of {FILE_KINDS} (set on the file or the source), got {kind!r}")
-    required = {"https": ("url",), "gdrive": (), "huggingface": ("repo", "repo_type")}[kind]
-    for key in required:
-        if not isinstance(values.get(key), str) or not values[key]:
-            fail(f"{label}: a {kind} file needs the field {key!r}")
-    if kind == "https" and not re.match(r"^https?://", values["url"]):
-        fail(f"{label}: field 'url' must be an http(s) URL")
-    if kind == "gdrive":
-        _check_gdrive(fail, label, values)
-    elif values.get("folder") is not None:
-        fail(f"{label}: field 'folder' is only for gdrive files")
-    if kind == "huggingface" and values["repo_type"] not in REPO_TYPES:
-        fail(f"{label}: field 'repo_type' must be one of {REPO_TYPES}")
-    unpack = values.get("unpack")
-    if unpack in (None, "none"):
-        unpack = None
-    elif unpack not in UNPACK_FORMATS:
-        fail(f"{label}: field 'unpack' must be one of {UNPACK_FORMATS} or none, got {unpack!r}")
-    dest = values.get("dest")
-    if not isinstance(dest, str) or _bad_relpath(dest):
+def _parse_file(fail, index: int, values: dict) -> FileSpec:
+    """The FileSpec of a schema-valid file entry (its source's INHERITED fields filled in)."""
+    label = f"files[{index}] ({values['name']})"
+    if _bad_relpath(values["dest"]):
         fail(f"{label}: field 'dest' must be a relative path without '..'")
-    strip = values.get("strip_top_level")
-    if strip is not None and (not unpack or not isinstance(strip, str) or "/" in strip or strip in ("", "..")):
-        fail(f"{label}: field 'strip_top_level' is 'auto' or a folder name, and only for archives")
-    if dest == "." and not unpack:
-        fail(f"{label}: field 'dest' of a plain file must name the file")
     sizes = {}
-    for key in ("size", "approx_size"):
-        if values.get(key) is not None:
-            sizes[key] = _parse_size(values[key]) if key == "approx_size" else values[key]
-            if not isinstance(sizes[key], int) or isinstance(sizes[key], bool) or sizes[key] <= 0:
-                fail(f"{label}: field {key!r} must be a positive number of bytes")
-    if len(sizes) == 2:
-        fail(f"{label}: give 'size' (exact, verified) or 'approx_size', not both")
+    if values.get("size") is not None:
+        sizes["size"] = values["size"]
+    if values.get("approx_size") is not None:
+        sizes["approx_size"] = _parse_size(values["approx_size"])
+        if sizes["approx_size"] <= 0:  # "0 GB": the pattern's number may still be zero
+            fail(f"{label}: field 'approx_size' must be a positive number of bytes")
+    kind, name = values["kind"], values["name"]
     filename = values.get("filename") or (name if kind == "huggingface" or values.get("folder") else None)
     return FileSpec(
         name=name,
         kind=kind,
-        dest=str(PurePosixPath(dest)),
+        dest=str(PurePosixPath(values["dest"])),
         url=values.get("url"),
         id=values.get("id"),
         folder=values.get("folder"),
@@ -256,32 +452,17 @@ def _parse_file(fail, index: int, source_raw: dict, raw) -> FileSpec:
         repo_type=values.get("repo_type"),
         filename=filename,
         revision=values.get("revision"),
-        unpack=unpack,
-        strip_top_level=strip,
+        unpack=None if values.get("unpack") in (None, "none") else values["unpack"],
+        strip_top_level=values.get("strip_top_level"),
         note=values.get("note"),
         **sizes,
     )
 
 
-def _check_gdrive(fail, label: str, values: dict) -> None:
-    """A gdrive file is given by its file id, or (where the id is not known, as for OCR-VQA's dataset.json) by the
-    public folder holding it: the id is then looked up by the file's name in the folder's listing when fetched."""
-    given = [key for key in ("id", "folder") if values.get(key) is not None]
-    if not given:
-        fail(f"{label}: a gdrive file needs the field 'id' (its file id) or 'folder' (the id of a public folder that "
-             "holds it under the name 'filename', default: 'name')")  # fmt: skip
-    if len(given) == 2:
-        fail(f"{label}: a gdrive file takes 'id' or 'folder', not both")
-    key = given[0]
-    if not isinstance(values[key], str) or not re.match(r"^[A-Za-z0-9_-]+$", values[key]):
-        fail(f"{label}: field {key!r} is not a Google Drive {'file' if key == 'id' else 'folder'} id")
-    if key == "folder" and values.get("filename") is not None and not isinstance(values["filename"], str):
-        fail(f"{label}: field 'filename' (the file's name in the folder) must be a string")
-
-
-def _parse_size(value):
-    if isinstance(value, str) and (m := SIZE_RE.match(value)):
-        return int(float(m.group(1)) * SIZE_UNITS[m.group(2).lower()])
+def _parse_size(value) -> int:
+    if isinstance(value, str):
+        number, unit = SIZE_RE.match(value).groups()
+        return int(float(number) * SIZE_UNITS[unit.lower()])
     return value
 
 
@@ -353,11 +534,7 @@ def update_lock(path: str | os.PathLike, entries: dict[str, LockEntry]) -> None:
             "one (clip_flant5.download); refresh an entry deliberately with refresh_lock",
             "files": {k: {"sha256": e.sha256, "size": e.size} for k, e in sorted(current.items())},
         }
-        write_json_atomic(path, body)
-
-
-def write_json_atomic(path: Path, data) -> None:
-    write_json(path, data, fsync=True)  # the lock and download state must survive a crash
+        write_json(path, body, fsync=True)  # the lock must survive a crash
 
 
 @contextlib.contextmanager

@@ -19,18 +19,11 @@ import pandas as pd
 import yaml
 
 from .atomic import atomic_path
+from .benchmarks import REGISTRY
+from .errors import UserError
+from .plots import pyplot, savefig
 
-BENCHMARKS = {  # file benchmark name -> main table column
-    "winoground": "winoground",
-    "eqben": "eqben",
-    "drawbench": "drawbench",
-    "editbench": "editbench",
-    "coco_t2i": "coco_t2i",
-    "tifa160": "tifa160",
-    "pickapic": "pickapic",
-    "genai_bench_1600": "genai_bench",
-    "genai_bench_527": "genai_bench",
-}
+BENCHMARKS = {name: bench.table_column for name, bench in REGISTRY.items()}  # benchmark -> main table column
 REQUIRED = ("model", "benchmark", "metric", "value")
 CORRELATION = ("pairwise_accuracy", "pearson", "kendall_tau_b")
 GENAI_STATS = {"pairwise": "pairwise_accuracy", "pearson": "pearson", "kendall": "kendall_tau_b"}
@@ -49,7 +42,7 @@ def load_published(path: str | os.PathLike | None = None) -> dict:
 
 
 def load_metrics(items: Iterable[str | os.PathLike | Mapping]) -> list[dict]:
-    """Read and check metrics files (or dicts); ValueError naming the file on bad input or a duplicate."""
+    """Read and check metrics files (or dicts); UserError naming the file on bad input or a duplicate."""
     out, seen = [], {}
     for i, item in enumerate(items):
         if isinstance(item, str | os.PathLike):
@@ -59,24 +52,24 @@ def load_metrics(items: Iterable[str | os.PathLike | Mapping]) -> list[dict]:
         try:
             record = json.loads(Path(item).read_text()) if isinstance(item, str | os.PathLike) else dict(item)
         except (OSError, TypeError, ValueError) as e:
-            raise ValueError(f"{name}: cannot read metrics: {e}") from e
+            raise UserError(f"{name}: cannot read metrics: {e}") from e
         if not isinstance(record, dict):
-            raise ValueError(f"{name}: metrics must be a JSON object")
+            raise UserError(f"{name}: metrics must be a JSON object")
         bench = record.get("benchmark")
         if bench not in BENCHMARKS:
-            raise ValueError(f"{name}: unknown benchmark {bench!r} (known: {', '.join(BENCHMARKS)})")
-        keys = REQUIRED + (CORRELATION if BENCHMARKS[bench] in ("tifa160", "genai_bench") else ())
+            raise UserError(f"{name}: unknown benchmark {bench!r} (known: {', '.join(BENCHMARKS)})")
+        keys = REQUIRED + (CORRELATION if REGISTRY[bench].human_ratings else ())
         missing = [k for k in keys if k not in record]
         if missing:
-            raise ValueError(f"{name}: missing keys {missing}")
+            raise UserError(f"{name}: missing keys {missing}")
         for k in ("value",) + CORRELATION:
             if k in record and (isinstance(record[k], bool) or not isinstance(record[k], int | float)):
-                raise ValueError(f"{name}: {k} must be a number, got {record[k]!r}")
+                raise UserError(f"{name}: {k} must be a number, got {record[k]!r}")
         if not isinstance(record["model"], str) or not record["model"]:
-            raise ValueError(f"{name}: model must be a non-empty string, got {record['model']!r}")
+            raise UserError(f"{name}: model must be a non-empty string, got {record['model']!r}")
         key = (record["model"], bench)
         if key in seen:
-            raise ValueError(f"{name}: duplicate metrics for {key} (also in {seen[key]})")
+            raise UserError(f"{name}: duplicate metrics for {key} (also in {seen[key]})")
         seen[key] = name
         out.append({**record, "_source": name})
     return out
@@ -112,7 +105,7 @@ def _check_compare(compare: Mapping[str, str] | None, rows: Mapping) -> dict[str
     compare = dict(compare or {})
     unknown = sorted(set(compare.values()) - set(rows))
     if unknown:
-        raise ValueError(f"compare names unknown published rows {unknown} (known: {', '.join(rows)})")
+        raise UserError(f"compare names unknown published rows {unknown} (known: {', '.join(rows)})")
     return compare
 
 
@@ -264,28 +257,10 @@ def write_tables(df: pd.DataFrame, out_stem: str | os.PathLike) -> list[Path]:
     ]
 
 
-def _savefig(fig, path: str | os.PathLike) -> Path:
-    import matplotlib.pyplot as plt
-
-    try:
-        return _atomic(Path(path), lambda p: fig.savefig(p, format="png", dpi=120, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_main(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Grouped bars per benchmark: our models and the published rows they are compared with (or, with no
     comparison, the published VQAScore rows)."""
-    plt = _pyplot()
+    plt = pyplot()
     keys = list(df.index[df["row"] == OURS])
     compared = [k for k in dict.fromkeys(df.attrs.get("compare", {}).values()) if k in df.index]
     keys += compared or list(df.index[(df["row"] == PUBLISHED) & (df["method"] == "VQAScore")])
@@ -303,47 +278,7 @@ def plot_main(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     ax.set_ylim(0, 100)
     ax.legend(fontsize="small", ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     ax.set_title("Ours vs published")
-    return _savefig(fig, path)
-
-
-def plot_loss_curve(metrics_jsonl: str | os.PathLike, title: str, path: str | os.PathLike) -> Path:
-    """Training loss (and learning rate) per step from a trainer metrics log (the last entry of a step wins)."""
-    rows = {}
-    for line in Path(metrics_jsonl).read_text().splitlines():
-        row = json.loads(line)
-        rows[row["step"]] = row
-    steps = sorted(rows)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, [rows[s]["loss"] for s in steps], lw=0.8, label="loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    if any(rows[s].get("learning_rate") is not None for s in steps):
-        lr = ax.twinx()
-        lr.plot(steps, [rows[s].get("learning_rate") or 0 for s in steps], color="gray", lw=0.8, ls="--")
-        lr.set_ylabel("learning rate", color="gray")
-    ax.set_title(title)
-    return _savefig(fig, path)
-
-
-def plot_correlation(human, scores, title: str, path: str | os.PathLike) -> Path:
-    """Score vs mean human rating, one point per image, with Pearson r and Kendall tau-b in the title."""
-    import numpy as np
-    from scipy.stats import kendalltau
-
-    plt = _pyplot()
-    human, scores = np.asarray(human, dtype=float), np.asarray(scores, dtype=float)
-    if human.shape != scores.shape or human.ndim != 1:
-        raise ValueError(f"human and scores must be 1-d of equal length, got {human.shape} and {scores.shape}")
-    ok = len(human) > 1 and human.std() > 0 and scores.std() > 0
-    r = np.corrcoef(human, scores)[0, 1] if ok else math.nan
-    tau = kendalltau(human, scores).statistic if ok else math.nan
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ax.scatter(human, scores, s=8, alpha=0.5)
-    ax.set_xlabel("human rating (mean)")
-    ax.set_ylabel("score")
-    ax.set_title(f"{title}\nPearson {100 * r:.1f}, Kendall {100 * tau:.1f} (x100, n={len(human)})")
-    return _savefig(fig, path)
+    return savefig(fig, path)
 
 
 def build_tables(

@@ -9,16 +9,17 @@ the problems to records and, if asked, writes the records whose images are all f
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import os
 from contextlib import nullcontext
 from pathlib import Path
 
 from PIL import Image
 
-from .atomic import write_json
-from .flatten import atomic_json_array, iter_json_array
+from .atomic import atomic_json_array, write_json
+from .errors import UserError
+from .flatten import iter_json_array
 from .images import load_image
+from .parallel import process_map
 from .prompts import has_image
 
 CHECKS = ("decode", "open")
@@ -27,7 +28,7 @@ USERS_LIMIT = 5  # records listed per problem image
 MESSAGE_LIMIT = 5
 
 
-class DataValidationError(ValueError):
+class DataValidationError(UserError):
     """Images are missing or corrupt and no clean output was asked for; `.report` holds the report."""
 
     def __init__(self, message: str, report: dict):
@@ -67,13 +68,10 @@ def _check_image(root: str, check: str, path: str) -> tuple[str, str, str] | Non
 
 def _check_all(root: str, check: str, paths: list[str], jobs: int) -> dict[str, tuple[str, str]]:
     worker = functools.partial(_check_image, root, check)
-    if jobs == 1 or len(paths) < 2:
-        results = map(worker, paths)
-        return {r[0]: r[1:] for r in results if r is not None}
     # Large chunks: a check is ~1 ms, so per-task round trips would dominate.
     chunk = max(1, min(256, len(paths) // (jobs * 16)))
-    with multiprocessing.Pool(min(jobs, len(paths))) as pool:
-        return {r[0]: r[1:] for r in pool.imap_unordered(worker, paths, chunksize=chunk) if r is not None}
+    results = process_map(worker, paths, max(1, min(jobs, len(paths))), chunk)
+    return {r[0]: r[1:] for r in results if r is not None}
 
 
 def validate_data(
@@ -98,7 +96,7 @@ def validate_data(
     """
     drop_bad = clean_path is not None if drop_bad is None else drop_bad
     if check not in CHECKS:
-        raise ValueError(f"unknown check {check!r}; valid values: {', '.join(CHECKS)}")
+        raise UserError(f"unknown check {check!r}; valid values: {', '.join(CHECKS)}")
     root, jobs = os.fspath(image_root), max(1, jobs or os.cpu_count() or 1)
     # Pass 1: the unique paths, in first-use order so the report is deterministic.
     unique: dict[str, None] = {}

@@ -1,13 +1,18 @@
 import copy
-import json
 import os
 import re
 from pathlib import Path
 
 import yaml
-from clip_flant5.variants import get_variant
+from clip_flant5 import cluster
+from clip_flant5.benchmarks import REGISTRY as BENCHMARK_REGISTRY
+from clip_flant5.errors import UserError
+from clip_flant5.recipe import STAGES
+from clip_flant5.sources import DEFAULT_SOURCES
+from clip_flant5.variants import get_variant, resolve_model
+from clip_flant5.vqascore import ScoreSettings
+from clip_flant5.workflow_config import validate_config
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 # A --configfile replaces the demo configuration instead of being merged into it (Snakemake merges nested
 # dicts, which would add the demo's models to the paper's); --config values still apply on top.
@@ -16,11 +21,17 @@ if workflow.overwrite_configfiles:
     config.clear()
     config.update(overrides)
 
-validate(config, schema="../schemas/config.schema.yaml")
+try:  # the schema's structure, completed from the package's registries and settings
+    validate_config(config, Path(workflow.basedir) / "schemas/config.schema.yaml")
+except UserError as err:
+    raise WorkflowError(str(err)) from None
 
 MODELS = config["models"]
 DATA = config["data"]
 HUB = config["hub"]
+SCORING = config["scoring"]
+SCORED = SCORING["models"]
+BENCHMARKS = SCORING["benchmarks"]
 for _name, _spec in MODELS.items():
     if "projector" in _spec.get("stage2", {}):
         raise WorkflowError(
@@ -28,15 +39,15 @@ for _name, _spec in MODELS.items():
         )
 DATA_ROOT = DATA["root"]
 TRAIN_ROOT = f"{DATA_ROOT}/train"
-# The data manifest and the locks of the checkout the workflow runs from (not of wherever the package is installed).
+# The data manifest is the package's; the locks are the checkout's the workflow runs from.
 CONFIG_DIR = Path(workflow.basedir).parent / "config"
-SOURCES_MANIFEST = str(CONFIG_DIR / "sources.yaml")
+SOURCES_MANIFEST = str(DEFAULT_SOURCES)
 SOURCES_LOCK = str(CONFIG_DIR / "sources.lock.json")
 MODELS_LOCK = str(CONFIG_DIR / "models.lock.json")
 SOURCES = yaml.safe_load(Path(SOURCES_MANIFEST).read_text())["sources"]
 # Values that name files in this workflow (inputs); anything else is a Hugging Face hub id.
 LOCAL_PREFIXES = ("results/", "resources/", "./", "../")
-# Sources each prepared dataset needs when data comes from the manifest (config/sources.yaml).
+# Sources each prepared dataset needs when data comes from the manifest (clip_flant5/sources.yaml).
 STAGE1_SOURCES = ["llava_pretrain"]
 STAGE2_IMAGE_SOURCES = ["coco_train2017", "gqa", "ocr_vqa", "textvqa", "vg"]
 
@@ -44,7 +55,7 @@ STAGE2_IMAGE_SOURCES = ["coco_train2017", "gqa", "ocr_vqa", "textvqa", "vg"]
 wildcard_constraints:
     model="|".join(re.escape(name) for name in MODELS),
     source="|".join(re.escape(name) for name in SOURCES),
-    stage="stage1|stage2",
+    stage="|".join(stage.name for stage in STAGES.values()),
 
 
 def is_local(path):
@@ -98,16 +109,20 @@ def stage1_projector(model):
     return variant.published_stage1
 
 
+def scored_source(name):
+    """Checkpoint, tokenizer and published row of a scored model (a released model's name resolves to all three)."""
+    spec = SCORED[name]
+    return resolve_model(spec["checkpoint"], spec.get("tokenizer"))
+
+
 def hub_roles():
     """Hub id -> what the run uses it as (clip_flant5.download.snapshot.ROLES: decides the files fetched)."""
     roles = {}
-    uses = [
-        (s["checkpoint"], "checkpoint") for s in config["scoring"]["models"].values()
-    ]
+    uses = [(scored_source(m).checkpoint, "checkpoint") for m in SCORED]
     uses += [
-        (s["tokenizer"], "tokenizer")
-        for s in config["scoring"]["models"].values()
-        if "tokenizer" in s
+        (scored_source(m).tokenizer, "tokenizer")
+        for m in SCORED
+        if scored_source(m).tokenizer != scored_source(m).checkpoint
     ]
     for model in MODELS:
         if stage1_projector(model) is not None:
@@ -204,18 +219,8 @@ def init_model_args(wildcards):
     return " ".join(args)
 
 
-# Memory (MB) init_model needs to load the base models in bf16 and write the checkpoint (~4x the weights).
-INIT_MEMORY_MB = {
-    "clip-flant5-xxl": 96000,
-    "clip-flant5-xxl-no-split-text": 96000,
-    "clip-t5-xxl": 96000,
-    "clip-flant5-xl": 32000,
-    "tiny": 2000,
-}
-
-
 def init_memory_mb(wildcards):
-    return INIT_MEMORY_MB[MODELS[wildcards.model]["variant"]]
+    return get_variant(MODELS[wildcards.model]["variant"]).init_memory_mb
 
 
 def stage_config(model, stage):
@@ -235,6 +240,7 @@ def stage2_inputs(wildcards):
     return {
         "model": f"results/models/{wildcards.model}/untrained",
         "data": "results/data/stage2.json",
+        "settings": f"results/settings/{wildcards.model}/stage2.json",
         **model_inputs(
             projector=projector or f"results/models/{wildcards.model}/stage1"
         ),
@@ -250,88 +256,34 @@ def stage2_projector(wildcards):
     )
 
 
-def train_settings(stage):
-    """The stage's TrainSettings as JSON: the configured values over the variant's own (e.g. stage 1 without
-    split text); unset keys take the published recipe."""
-
-    def settings(wildcards):
-        variant = get_variant(MODELS[wildcards.model]["variant"])
-        values = variant.training_settings(int(stage[-1]))
-        values.update(stage_config(wildcards.model, stage).get("settings", {}))
-        return json.dumps(values, sort_keys=True)
-
-    return settings
+def train_settings(wildcards):
+    """A stage's settings as configured, over the variant's own (e.g. stage 1 without split text); the settings
+    rule resolves them over the published recipe into the file the training job reads.
+    """
+    variant = get_variant(MODELS[wildcards.model]["variant"])
+    values = variant.training_settings(int(wildcards.stage[-1]))
+    values.update(stage_config(wildcards.model, wildcards.stage).get("settings", {}))
+    return values
 
 
 def stage_resources(model, stage):
     return stage_config(model, stage).get("resources", {})
 
 
-# -- cluster resources ----------------------------------------------------------------------
-
-# Every resource a GPU job may set; a job leaves out (None) those that do not apply to it.
-CLUSTER_RESOURCE_KEYS = (
-    "gpu",
-    "gres",
-    "nodes",
-    "tasks",
-    "mpi",
-    "tasks_per_gpu",
-    "cpus_per_gpu",
-    "runtime",
-    "mem_mb",
-)
-# torchrun's c10d rendezvous port on the first node of a multi-node job (CLIP_FLANT5_RDZV_PORT overrides).
-RENDEZVOUS_PORT = 29500
-
-
-def cluster_resources(spec):
-    """The slurm executor plugin's resources for a config `resources` block.
-
-    One node: `gpu` (the plugin's total, --gpus) and one task; `tasks_per_gpu: 0` stops the plugin from starting
-    one copy of the job per GPU (its issues 316/459). Several nodes: one launcher task per node (`mpi: srun`,
-    `tasks` = nodes, `gres` per node); the rule's command starts torchrun on each node itself. Keys the config
-    leaves unset (runtime, mem_mb, cpus_per_gpu) are left to the partition's defaults.
-    """
-    gpus, nodes = spec.get("gpus", 0), spec.get("nodes", 1)
-    resources = {
-        "nodes": nodes,
-        "runtime": spec.get("runtime"),
-        "mem_mb": spec.get("mem_mb"),
-    }
-    if gpus:
-        resources.update(cpus_per_gpu=spec.get("cpus_per_gpu"), tasks_per_gpu=0)
-        if nodes > 1:
-            resources.update(mpi="srun", tasks=nodes, gres=f"gpu:{gpus}")
-        else:
-            resources["gpu"] = gpus
-    return resources
+# -- cluster resources (clip_flant5.cluster) ------------------------------------------------
 
 
 def job_resources(spec_of, blocks):
-    """`resources:` of a rule whose config block is `spec_of(wildcards)`, one of `blocks` (name -> block).
-
-    Only keys some block sets are declared, so a rule without them keeps the profile's default-resources.
-    Snakemake cannot unset `runtime`/`mem_mb` for one job of a rule, hence all blocks set them or none does.
-    """
-    keys = {
-        key
-        for block in blocks.values()
-        for key, value in cluster_resources(block).items()
-        if value is not None
-    }
-    for key in ("runtime", "mem_mb"):
-        unset = [name for name, block in blocks.items() if key not in block]
-        if key in keys and unset:
-            raise WorkflowError(
-                f"config: `{key}` is set in some resources blocks but not in {', '.join(unset)}: "
-                f"set it in every one (or in none, to use the profile's default-resources)"
-            )
+    """`resources:` of a rule whose config block is `spec_of(wildcards)`, one of `blocks` (name -> block)."""
+    try:
+        keys = cluster.declared_keys(blocks)
+    except UserError as err:
+        raise WorkflowError(str(err)) from None
 
     def value(key):
-        return lambda wildcards: cluster_resources(spec_of(wildcards)).get(key)
+        return lambda wildcards: cluster.slurm_resources(spec_of(wildcards)).get(key)
 
-    return {key: value(key) for key in CLUSTER_RESOURCE_KEYS if key in keys}
+    return {key: value(key) for key in keys}
 
 
 def training_blocks(stages):
@@ -356,19 +308,6 @@ def scoring_resources():
     )
 
 
-def job_threads(spec):
-    """Threads of a training or scoring job (torch splits them among the job's processes on a node).
-
-    A GPU job gets its CPUs from Slurm as `cpus_per_gpu` x GPUs (one mechanism: the plugin then passes
-    --cpus-per-gpu, never --cpus-per-task with it); without `cpus_per_gpu`, one. A CPU job: `cpus`, else the
-    cores given to Snakemake (the demo: `snakemake --cores 2`).
-    """
-    gpus = spec.get("gpus", 0)
-    if gpus:
-        return gpus * spec.get("cpus_per_gpu", 1) if "cpus_per_gpu" in spec else 1
-    return spec.get("cpus", given_cores())
-
-
 def given_cores():
     """--cores; 1 in the modes that run no job and take no --cores (--report, --summary)."""
     try:
@@ -378,70 +317,41 @@ def given_cores():
 
 
 def training_threads(stage):
-    return lambda wildcards: job_threads(stage_resources(wildcards.model, stage))
-
-
-def scoring_threads():
-    return lambda wildcards: job_threads(SCORING["resources"])
-
-
-def node_step(spec):
-    """srun of one task per node of a multi-node job, with the node's GPUs and CPUs (a step gets neither by
-    default: its task would be pinned to one CPU)."""
-    nodes, gpus = spec["nodes"], spec["gpus"]
-    step = f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --gres=gpu:{gpus} --kill-on-bad-exit=1"
-    if "cpus_per_gpu" in spec:
-        step += f" --cpus-per-task={spec['cpus_per_gpu'] * gpus}"
-    return step
-
-
-def torchrun_command(spec):
-    """How a training job starts its processes: one per GPU, over one or several nodes; one plain process on CPU."""
-    gpus, nodes = spec.get("gpus", 0), spec.get("nodes", 1)
-    if gpus == 0:
-        return "DS_ACCELERATOR=cpu python -m clip_flant5"
-    if nodes == 1:
-        return f"torchrun --standalone --nproc_per_node={gpus} --module clip_flant5"
-    # The rendezvous host is the job's first node, resolved by the batch script (running there) before srun
-    # starts the per-node tasks, so all of them get the same endpoint.
-    first_host = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
-    return (
-        f"{node_step(spec)} torchrun --nnodes={nodes} --nproc_per_node={gpus} --rdzv_id=$SLURM_JOB_ID "
-        f"--rdzv_backend=c10d --rdzv_endpoint={first_host}:${{CLIP_FLANT5_RDZV_PORT:-{RENDEZVOUS_PORT}}} "
-        "--module clip_flant5"
+    return lambda wildcards: cluster.job_threads(
+        stage_resources(wildcards.model, stage), given_cores()
     )
 
 
+def scoring_threads():
+    return lambda wildcards: cluster.job_threads(SCORING["resources"], given_cores())
+
+
 def launcher(stage):
-    return lambda wildcards: torchrun_command(stage_resources(wildcards.model, stage))
-
-
-# The GPU check runs with a training job's resources but a short time limit.
-SMOKE_RUNTIME_MINUTES = 10
-
-
-def smoke_spec(model, stage):
-    return stage_resources(model, stage) | {"runtime": SMOKE_RUNTIME_MINUTES}
+    return lambda wildcards: cluster.launch_command(
+        stage_resources(wildcards.model, stage)
+    )
 
 
 def smoke_resources():
     blocks = {
-        f"models.{model}.{stage}.resources": smoke_spec(model, stage)
+        f"models.{model}.{stage}.resources": cluster.smoke_spec(
+            stage_resources(model, stage)
+        )
         for model in MODELS
         for stage in ("stage1", "stage2")
     }
     return job_resources(
-        lambda wildcards: smoke_spec(wildcards.model, wildcards.stage), blocks
+        lambda wildcards: cluster.smoke_spec(
+            stage_resources(wildcards.model, wildcards.stage)
+        ),
+        blocks,
     )
 
 
 def device_check(wildcards):
-    """check-devices on every node of the job (one task each), then once more for the report."""
-    spec = stage_resources(wildcards.model, wildcards.stage)
-    check = f"clip-flant5 check-devices --expect-gpus {spec.get('gpus', 0)}"
-    if spec.get("nodes", 1) == 1:
-        return check
-    return f"{node_step(spec)} {check} && {check}"
+    return cluster.device_check_command(
+        stage_resources(wildcards.model, wildcards.stage)
+    )
 
 
 # -- targets --------------------------------------------------------------------------------
@@ -470,21 +380,9 @@ def smoke_targets():
 
 # -- scoring --------------------------------------------------------------------------------
 
-SCORING = config["scoring"]
-SCORED = SCORING["models"]
-BENCHMARKS = SCORING["benchmarks"]
-# Each benchmark's folder under <data root>/benchmarks/ (= its source in config/sources.yaml).
-BENCHMARK_FOLDERS = {
-    "winoground": "winoground",
-    "eqben": "eqben",
-    "drawbench": "seetrue",
-    "editbench": "seetrue",
-    "coco_t2i": "seetrue",
-    "tifa160": "tifa160",
-    "pickapic": "pickapic",
-    "genai_bench_527": "genai_bench_527",
-    "genai_bench_1600": "genai_bench_1600",
-}
+# Each benchmark's folder under <data root>/benchmarks/ (= its source in the data manifest), from its adapter.
+BENCHMARK_FOLDERS = {name: bench.folder for name, bench in BENCHMARK_REGISTRY.items()}
+RATED = [name for name, bench in BENCHMARK_REGISTRY.items() if bench.human_ratings]
 
 
 wildcard_constraints:
@@ -502,19 +400,22 @@ def benchmark_ready(wildcards):
 
 def scored_checkpoint_inputs(wildcards):
     """The checkpoint and tokenizer: built here, or fetched from the hub by fetch_model."""
-    spec = SCORED[wildcards.scored]
-    return model_inputs(model=spec["checkpoint"], tokenizer=spec.get("tokenizer"))
+    source = scored_source(wildcards.scored)
+    return model_inputs(model=source.checkpoint, tokenizer=source.tokenizer)
 
 
 def score_args(wildcards):
-    spec = SCORED[wildcards.scored]
-    args = [
-        f"--model {model_path(spec['checkpoint'])}",
-        f"--batch-size {SCORING['batch_size']}",
-    ]
-    if "tokenizer" in spec:
-        args.append(f"--tokenizer {model_path(spec['tokenizer'])}")
+    source = scored_source(wildcards.scored)
+    args = [f"--model {model_path(source.checkpoint)}"]
+    if source.tokenizer != source.checkpoint:
+        args.append(f"--tokenizer {model_path(source.tokenizer)}")
     return " ".join(args)
+
+
+def score_settings():
+    """The scoring settings of the config (ScoreSettings' fields), for the file the scoring jobs read."""
+    fields = ScoreSettings.__dataclass_fields__
+    return {key: value for key, value in SCORING.items() if key in fields}
 
 
 def score_shards(wildcards):
@@ -530,14 +431,14 @@ def metrics_targets():
 
 
 def plot_targets():
-    correlation = [
-        b for b in BENCHMARKS if b in ("tifa160", "genai_bench_527", "genai_bench_1600")
+    return [
+        f"results/plots/{m}/{b}.png" for m in SCORED for b in BENCHMARKS if b in RATED
     ]
-    return [f"results/plots/{m}/{b}.png" for m in SCORED for b in correlation]
 
 
 def compare_args():
-    pairs = [f"{m}={s['compare']}" for m, s in SCORED.items() if "compare" in s]
+    rows = {m: SCORED[m].get("compare", scored_source(m).published_row) for m in SCORED}
+    pairs = [f"{m}={row}" for m, row in rows.items() if row]
     return "--compare " + " ".join(pairs) if pairs else ""
 
 

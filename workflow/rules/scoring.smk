@@ -13,10 +13,26 @@ rule benchmark_pairs:
         "clip-flant5 benchmark-pairs {wildcards.benchmark} --root {params.root} --out {output.pairs} > {log} 2>&1"
 
 
+rule scoring_settings:
+    output:
+        settings="results/settings/scoring.json",
+    log:
+        "logs/settings/scoring.log",
+    localrule: True
+    conda:
+        "../../envs/score.yaml"
+    params:
+        kind="score",
+        values=score_settings(),
+    script:
+        "../scripts/write_settings.py"
+
+
 rule score:
     input:
         unpack(scored_checkpoint_inputs),
         pairs="results/benchmarks/{benchmark}/pairs.jsonl",
+        settings="results/settings/scoring.json",
     output:
         scores="results/scores/{scored}/{benchmark}/shard-{i}-of-{n}.jsonl",
     log:
@@ -32,8 +48,9 @@ rule score:
         args=score_args,
         root=benchmark_root,
     shell:
-        "HF_HUB_OFFLINE=1 clip-flant5 score {params.args} --pairs {input.pairs} --image-root {params.root} "
-        "--shard {wildcards.i}/{wildcards.n} --threads {threads} --out {output.scores} > {log} 2>&1"
+        "HF_HUB_OFFLINE=1 clip-flant5 score {params.args} --settings {input.settings} --pairs {input.pairs} "
+        "--image-root {params.root} --shard {wildcards.i}/{wildcards.n} --threads {threads} --out {output.scores} "
+        "> {log} 2>&1"
 
 
 rule merge_scores:
@@ -81,7 +98,7 @@ rule plot_correlation:
     log:
         "logs/plots/{scored}/{benchmark}.log",
     wildcard_constraints:
-        benchmark="tifa160|genai_bench_527|genai_bench_1600",
+        benchmark="|".join(RATED),
     conda:
         "../../envs/tables.yaml"
     params:

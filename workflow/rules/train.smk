@@ -2,10 +2,27 @@
 # results/work/<model>/<stage>, which Snakemake never deletes, so a rerun resumes.
 
 
+rule training_settings:
+    output:
+        settings="results/settings/{model}/{stage}.json",
+    log:
+        "logs/settings/{model}/{stage}.log",
+    localrule: True
+    conda:
+        "../../envs/train.yaml"
+    params:
+        kind="train",
+        stage=lambda wildcards: wildcards.stage,
+        values=train_settings,
+    script:
+        "../scripts/write_settings.py"
+
+
 rule train_stage1:
     input:
         model="results/models/{model}/untrained",
         data="results/data/stage1.json",
+        settings="results/settings/{model}/stage1.json",
     output:
         model=report(
             directory("results/models/{model}/stage1"),
@@ -26,13 +43,12 @@ rule train_stage1:
         **training_resources("stage1"),
     params:
         launch=launcher("stage1"),
-        settings=train_settings("stage1"),
         image_root=image_root("stage1"),
         work="results/work/{model}/stage1",
     shell:
         "HF_HUB_OFFLINE=1 {params.launch} train --stage 1 --model {input.model} --data {input.data} "
         "--image-root {params.image_root} --output {output.model} --work-dir {params.work} "
-        "--threads {threads} --settings '{params.settings}' > {log} 2>&1"
+        "--threads {threads} --settings {input.settings} > {log} 2>&1"
 
 
 rule train_stage2:
@@ -59,13 +75,12 @@ rule train_stage2:
     params:
         launch=launcher("stage2"),
         projector=stage2_projector,
-        settings=train_settings("stage2"),
         image_root=image_root("stage2"),
         work="results/work/{model}/stage2",
     shell:
         "HF_HUB_OFFLINE=1 {params.launch} train --stage 2 --model {input.model} --projector {params.projector} "
         "--data {input.data} --image-root {params.image_root} --output {output.model} "
-        "--work-dir {params.work} --threads {threads} --settings '{params.settings}' > {log} 2>&1"
+        "--work-dir {params.work} --threads {threads} --settings {input.settings} > {log} 2>&1"
 
 
 rule gpu_smoke_job:

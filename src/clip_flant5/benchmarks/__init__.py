@@ -1,7 +1,7 @@
 """The image-text alignment benchmarks of the VQAScore paper, one small registered adapter each.
 
 In the style of lm-evaluation-harness: every benchmark is a `Benchmark` with a registry name, the folder it lives
-in under the benchmarks root (`<data_root>/benchmarks/<folder>/`, config/sources.yaml), a version (bumped when
+in under the benchmarks root (`<data_root>/benchmarks/<folder>/`, clip_flant5/sources.yaml), a version (bumped when
 reading or the metric changes) and a headline metric. Its `items(root)` read the benchmark's files into `Item`s
 (images x texts, image paths relative to the folder) and `evaluate(root, scores)` turns one [images x texts]
 VQAScore matrix per item into the published metric.
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
 from .base import Benchmark, BenchmarkFormatError, Item
 from .correlation import TIFA160, GenAIBench
 from .pickapic import SUBSET as PICKAPIC_SUBSET
@@ -83,7 +84,7 @@ def get_benchmark(name: str | Benchmark) -> Benchmark:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown benchmark {name!r}; valid names: {', '.join(REGISTRY)}") from None
+        raise UserError(f"unknown benchmark {name!r}; valid names: {', '.join(REGISTRY)}") from None
 
 
 def pairs(benchmark: str | Benchmark, root: Path | str) -> list[dict]:
@@ -101,7 +102,7 @@ def score_matrices(
     benchmark: str | Benchmark, root: Path | str, scored: dict[tuple[str, str], float]
 ) -> list[np.ndarray]:
     """The [images x texts] score matrix of every item, looked up in `scored`: (image, text) -> score, the image
-    path relative to root as `pairs` gives it. Raises KeyError naming the pairs that have no score."""
+    path relative to root as `pairs` gives it. Raises UserError naming the pairs that have no score."""
     bench = get_benchmark(benchmark)
     matrices, missing = [], []
     for item in bench.items(root, check_folders=False):
@@ -117,5 +118,8 @@ def score_matrices(
         matrices.append(matrix)
     if missing:
         unique = list(dict.fromkeys(missing))
-        raise KeyError(f"{bench.name}: {len(unique)} (image, text) pairs have no score, e.g. {unique[0]!r}")
+        raise UserError(
+            f"{bench.name}: {len(unique)} (image, text) pairs have no score, e.g. {unique[0]!r}: score the pairs of "
+            f"`clip-flant5 benchmark-pairs {bench.name}` with `clip-flant5 score` and evaluate that output"
+        )
     return matrices

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
+
 
 @dataclass(frozen=True)
 class Item:
@@ -29,7 +31,7 @@ class Item:
     texts: tuple[str, ...]
 
 
-class BenchmarkFormatError(ValueError):
+class BenchmarkFormatError(UserError):
     """A benchmark file is missing or does not have the expected layout. The message names the benchmark, the file
     and the layout expected, e.g. `winoground: /data/benchmarks/winoground/metadata.csv not found; expected ...`."""
 
@@ -54,11 +56,13 @@ class Benchmark:
     """
 
     name: str  # registry key
-    folder: str  # its folder under the benchmarks root (config/sources.yaml)
+    folder: str  # its folder under the benchmarks root (clip_flant5/sources.yaml)
     version: str = "1"  # bump when reading or the metric changes
     metric: str  # "group" | "auroc" | "pairwise_accuracy" | "binary_accuracy"
     layout: str  # the expected on-disk layout, for error messages
     description: str = ""
+    column: str | None = None  # its column of the paper's main table (published.yaml); None: its name
+    human_ratings: bool = False  # ratings per image (correlation benchmarks): the score-vs-human plot applies
 
     # ------------------------------------------------------------------ the interface
 
@@ -95,6 +99,10 @@ class Benchmark:
         return f"<{type(self).__name__} {self.name!r} folder={self.folder!r} version={self.version!r}>"
 
     # ------------------------------------------------------------------ helpers for the adapters
+
+    @property
+    def table_column(self) -> str:
+        return self.column or self.name
 
     @property
     def hint(self) -> str:
@@ -172,7 +180,7 @@ class Benchmark:
                     f"{self.name}: item {item.id!r} has a score matrix of shape {matrix.shape}, not {shape}"
                 )
             if not np.isfinite(matrix).all():
-                raise ValueError(f"{self.name}: item {item.id!r} has a non-finite score: {matrix.tolist()}")
+                raise UserError(f"{self.name}: item {item.id!r} has a non-finite score: {matrix.tolist()}")
             matrices.append(matrix)
         return matrices
 

@@ -40,6 +40,7 @@ TIFA_COLUMNS = ("model_type", "source_id", "answer")
 
 class Correlation(Benchmark):
     metric = "pairwise_accuracy"
+    human_ratings = True
 
     def score(self, items: list[Item], human: np.ndarray, matrices: list[np.ndarray]) -> dict:
         return correlation_metrics(human, _per_image(matrices))
@@ -99,6 +100,8 @@ class GenAIBench(Correlation):
         "genai_image.json ({<5-digit key>: {id, prompt, models: {<model>: [ratings 1-5]}}}) and the images "
         f"<model>/<key>.jpeg for {', '.join(GENAI_MODELS)}"
     )
+
+    column = "genai_bench"  # the 1600-prompt set where both are scored (tables.py)
 
     def __init__(self, name: str, description: str):
         self.name = self.folder = name

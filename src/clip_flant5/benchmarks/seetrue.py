@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
 from .base import Benchmark, Item, metrics_module, number
 
 SOURCES = ("drawbench", "editbench", "coco_t2i")
@@ -51,6 +52,6 @@ class SeeTrue(Benchmark):
         n_pos = int(labels.sum())
         n_neg = len(labels) - n_pos
         if not n_pos or not n_neg:
-            raise ValueError(f"{self.name}: AUROC needs both labels; the subset has {n_pos} positive, {n_neg} negative")
+            raise UserError(f"{self.name}: AUROC needs both labels; the subset has {n_pos} positive, {n_neg} negative")
         scores = np.array([m[0, 0] for m in matrices])
         return {"value": float(metrics_module().auroc(labels, scores)), "n_pos": n_pos, "n_neg": n_neg}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 
 from ..atomic import atomic_dir
+from ..errors import UserError
 from .benchmarks import GENAI_MODELS, TIFA_MODELS, Benchmarks
 from .scenes import BACKGROUNDS, COLORS, SHAPES
 from .training import Training
@@ -37,7 +38,7 @@ def make_demo_data(out_dir: str | os.PathLike, *, seed: int = 0, scale: float = 
     in the wild, starting with a gpt turn or ending on an unanswered human turn (two of each at scale 1).
     """
     if scale <= 0:
-        raise ValueError(f"scale must be positive, got {scale}")
+        raise UserError(f"scale must be positive, got {scale}")
     with atomic_dir(out_dir) as tmp:
         return _Corpus(tmp, seed, scale, quirks).build()
 

@@ -12,7 +12,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from ..sources import join_rel, write_json_atomic
+from ..atomic import write_json
+from ..sources import join_rel
 from .errors import CorruptArchiveError, UnpackError, UnsafeArchiveError
 from .files import _read_json, sha256_file
 
@@ -153,7 +154,7 @@ def unpack_archive(
     if tmp.exists() and _read_json(tmp / UNPACK_STAMP) != stamp_data:
         shutil.rmtree(tmp)  # left by another archive (or version): never mix
     tmp.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(tmp / UNPACK_STAMP, stamp_data)
+    write_json(tmp / UNPACK_STAMP, stamp_data, fsync=True)
     for leftover in tmp.rglob("*.partial"):
         leftover.unlink()
     try:

@@ -1,4 +1,5 @@
-"""The errors of downloading and unpacking; all are SourceError."""
+"""The errors of downloading and unpacking; all are SourceError, so UserError: the CLI reports them in one line
+(what failed, and what to do) instead of a traceback."""
 
 from __future__ import annotations
 

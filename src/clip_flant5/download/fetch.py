@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path, PurePosixPath
 
+from ..atomic import write_json
 from ..sources import (
     DEFAULT_DATA_ROOT,
     DEFAULT_LOCK,
@@ -22,7 +23,6 @@ from ..sources import (
     lock_key,
     read_lock,
     update_lock,
-    write_json_atomic,
 )
 from .archive import unpack_archive
 from .errors import (
@@ -97,13 +97,14 @@ def _fetch_locked(
         return [source.download_dir(root) / f.name for f in source.files]
     if missing := [str(p) for p in source.provided_paths(root) if not p.exists()]:
         raise DownloadError(f"{source.name}: every file was fetched but these paths are missing: {missing}")
-    write_json_atomic(
+    write_json(
         marker,
         {
             "source": source.name,
             "provides": list(source.provides),
             "files": {n: {"sha256": e.sha256, "size": e.size} for n, e in entries.items()},
         },
+        fsync=True,
     )
     return source.provided_paths(root)
 

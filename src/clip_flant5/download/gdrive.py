@@ -8,17 +8,20 @@ folder is not public, or the page changed format) rather than as a missing file.
 
 from __future__ import annotations
 
+import codecs
+import email.message
 import http.client
 import logging
 import re
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
+import urllib3
+from urllib3.exceptions import MaxRetryError
+
 from .errors import DownloadError, HTTPStatusError, NotInFolderError
-from .transfer import RETRY_STATUS, USER_AGENT, FetchOptions
+from .retry import RETRIED_STATUS, Connections, attempts_made, describe, failures
+from .transfer import FetchOptions
 
 log = logging.getLogger(__name__)
 
@@ -66,30 +69,50 @@ def resolve_gdrive_file(folder_id: str, name: str, *, options: FetchOptions | No
 
 
 def _get_page(url: str, options: FetchOptions, hint: str) -> str:
-    """GET a small HTML page, retrying transient failures with exponential backoff as download_url does."""
-    failures = 0
-    while True:
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
-        try:
-            with urllib.request.urlopen(request, timeout=options.read_timeout) as resp:
-                body = resp.read(MAX_PAGE_BYTES)
-                return body.decode(resp.headers.get_content_charset() or "utf-8", errors="replace")
-        except urllib.error.HTTPError as err:
-            with err:
-                if err.code not in RETRY_STATUS and err.code < 500:
-                    raise HTTPStatusError(url, err.code, str(err.reason), hint) from err
-                error = f"HTTP {err.code} {err.reason}"
-        except (OSError, http.client.HTTPException) as err:  # refused, reset, timeout, bad status line
-            error = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
-        failures += 1
-        if failures > options.retries:
-            raise DownloadError(
-                f"giving up on the Google Drive folder listing {url} after {failures} failed attempts; "
-                f"last error: {error}. {hint}".rstrip()
-            )
-        wait = min(options.backoff * 2 ** (failures - 1), options.max_backoff)
-        log.warning("%s: %s; retry %d of %d in %.1f s", url, error, failures, options.retries, wait)
-        time.sleep(wait)
+    """GET a small HTML page, retrying transient failures (urllib3's Retry, `options`' policy) as download_url
+    does; a body cut short is asked for again."""
+    connections = Connections()
+    retry = options.retry_policy(url)
+    try:
+        while True:
+            try:
+                resp = connections.get(url, retry, timeout=options.read_timeout)
+            except MaxRetryError as err:
+                raise _give_up(url, attempts_made(retry), describe(err.reason), hint) from err
+            with resp:
+                if resp.status in RETRIED_STATUS:  # urllib3 retried it as often as allowed
+                    raise _give_up(url, failures(resp.retries) + 1, f"HTTP {resp.status} {resp.reason}", hint)
+                if resp.status >= 400:
+                    raise HTTPStatusError(url, resp.status, resp.reason or "", hint)
+                try:
+                    body = resp.read(MAX_PAGE_BYTES)
+                except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as err:
+                    try:
+                        retry = resp.retries.increment("GET", url, error=err)
+                    except MaxRetryError:
+                        raise _give_up(url, failures(resp.retries) + 1, describe(err), hint) from err
+                    retry.sleep()
+                    continue
+                return body.decode(_charset(resp.headers.get("Content-Type", "")), errors="replace")
+    finally:
+        connections.close()
+
+
+def _charset(content_type: str) -> str:
+    header = email.message.Message()
+    header["Content-Type"] = content_type
+    charset = header.get_content_charset() or "utf-8"
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:  # a charset Python does not know: the page's markup is ASCII anyway
+        return "utf-8"
+
+
+def _give_up(url: str, attempts: int, last_error: str, hint: str) -> DownloadError:
+    return DownloadError(
+        f"giving up on the Google Drive folder listing {url} after {attempts} failed attempts; "
+        f"last error: {last_error}. {hint}".rstrip()
+    )
 
 
 class _Listing(HTMLParser):

@@ -23,19 +23,19 @@ import os
 import posixpath
 import re
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+import urllib3
 from tqdm import tqdm
+from urllib3.exceptions import MaxRetryError
 
 from ..atomic import write_json
 from .errors import DatasetFileError, ImageDownloadsFailed
-from .transfer import RETRY_STATUS, USER_AGENT
+from .retry import RETRIED_STATUS, Backoff, BrokenBody, Connections, attempts_made, describe, failures, retry_policy
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +62,23 @@ class _Outcome:
 
 
 class _Dead(Exception):
-    def __init__(self, status: int | None, reason: str):
+    def __init__(self, status: int | None, reason: str, retries: int):
         super().__init__(reason)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.retries = status, reason, retries
 
 
-class _Transient(Exception):
-    def __init__(self, message: str, retry_after: float | None = None):
+class _Transient(BrokenBody):
+    """A failure while the body streamed (or a retried status urllib3 gave back), in retry state `retry`."""
+
+    def __init__(self, message: str, retry: Backoff):
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry = retry
+
+
+class _GaveUp(Exception):
+    def __init__(self, reason: str, retries: int):
+        super().__init__(reason)
+        self.reason, self.retries = reason, retries
 
 
 def download_ocrvqa_images(
@@ -111,8 +119,13 @@ def download_ocrvqa_images(
         else:
             todo.append(job)
     carried = len(dead)
-    fetch = _Fetcher(retries, backoff, max_backoff, read_timeout, sleep)
-    outcomes = _run_parallel(todo, fetch, max(1, connections), progress)
+    pools = Connections(maxsize=max(1, connections))  # kept-alive connections, one per thread and host
+    fetch = _Fetcher(retry_policy(retries, backoff, max_backoff, sleeper=sleep, log_level=logging.DEBUG), read_timeout,
+                     pools)  # fmt: skip
+    try:
+        outcomes = _run_parallel(todo, fetch, max(1, connections), progress)
+    finally:
+        pools.close()
     failed = []
     for o in outcomes:
         if o.result == "dead":
@@ -251,46 +264,45 @@ def _run_parallel(jobs: list[_Job], fetch: Callable[[_Job], _Outcome], connectio
 
 @dataclass(frozen=True)
 class _Fetcher:
-    retries: int
-    backoff: float
-    max_backoff: float
+    policy: Backoff  # urllib3's Retry: what fails before a response is retried inside the request
     read_timeout: float
-    sleep: Callable[[float], None]
+    connections: Connections
 
     def __call__(self, job: _Job) -> _Outcome:
-        failures = 0
+        retry = self.policy.new(label=f"{job.id} ({job.url})")
         while True:
             try:
-                _attempt(job, self.read_timeout)
-                return _Outcome(job, "downloaded", failures)
+                retry = _attempt(job, self.connections, retry, self.read_timeout)
+                return _Outcome(job, "downloaded", failures(retry))
             except _Dead as err:
-                return _Outcome(job, "dead", failures, err.status, err.reason)
-            except _Transient as err:
-                if failures >= self.retries:
-                    return _Outcome(job, "failed", failures, reason=str(err))
-                wait_s = min(max(self.backoff * 2**failures, err.retry_after or 0.0), self.max_backoff)
-                failures += 1
-                log.debug("%s (%s): %s; retry %d of %d in %.1f s", job.id, job.url, err, failures, self.retries, wait_s)
-                self.sleep(wait_s)
+                return _Outcome(job, "dead", err.retries, err.status, err.reason)
+            except _GaveUp as err:
+                return _Outcome(job, "failed", err.retries, reason=err.reason)
+            except _Transient as err:  # the body broke off: counted on the same Retry, then asked again
+                try:
+                    retry = err.retry.increment("GET", job.url, error=err)
+                except MaxRetryError:
+                    return _Outcome(job, "failed", failures(err.retry), reason=str(err))
+                retry.sleep()
 
 
-def _attempt(job: _Job, timeout: float) -> None:
-    """One request: the image lands at `job.path` whole, or raises _Dead or _Transient."""
-    request = urllib.request.Request(job.url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+def _attempt(job: _Job, connections: Connections, retry: Backoff, timeout: float) -> Backoff:
+    """One request: the image lands at `job.path` whole (returns the retry state), or raises _Dead, _GaveUp or
+    _Transient."""
     try:
-        resp = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        with err:
-            if err.code in RETRY_STATUS or err.code >= 500:
-                raise _Transient(f"HTTP {err.code} {err.reason}", _retry_after(err.headers)) from None
-            raise _Dead(err.code, f"HTTP {err.code} {err.reason}") from None
-    except ValueError as err:  # http.client.InvalidURL and the like: no request will ever work
-        raise _Dead(None, f"invalid URL: {err}") from None
-    except (OSError, http.client.HTTPException) as err:  # refused, reset, timeout, DNS, bad status line
-        raise _Transient(f"{type(err).__name__}: {getattr(err, 'reason', err)}") from None
+        resp = connections.get(job.url, retry, timeout=timeout)
+    except MaxRetryError as err:  # refused, reset, timeouts, DNS: urllib3 retried them as often as allowed
+        raise _GaveUp(describe(err.reason), attempts_made(retry) - 1) from None
+    except ValueError as err:  # an invalid URL (urllib3's LocationParseError): no request will ever work
+        raise _Dead(None, f"invalid URL: {err}", failures(retry)) from None
     with resp:
+        retries = failures(resp.retries)
+        if resp.status in RETRIED_STATUS:  # urllib3 retried it as often as allowed
+            raise _Transient(f"HTTP {resp.status} {resp.reason}", resp.retries)
+        if resp.status >= 300:
+            raise _Dead(resp.status, f"HTTP {resp.status} {resp.reason}", retries)
         if resp.headers.get("Content-Type", "").split(";")[0].strip().lower() == "text/html":
-            raise _Dead(resp.status, "an HTML page instead of an image")
+            raise _Dead(resp.status, "an HTML page instead of an image", retries)
         length = resp.headers.get("Content-Length", "")
         expected = int(length) if length.isdigit() else None
         tmp = job.path.with_name(f".{job.path.name}.{os.getpid()}.part")  # one thread per image in a process
@@ -300,23 +312,19 @@ def _attempt(job: _Job, timeout: float) -> None:
                 while True:
                     try:
                         chunk = resp.read(CHUNK)
-                    except (OSError, http.client.HTTPException) as err:
-                        raise _Transient(f"{type(err).__name__} after {size} bytes: {err}") from None
+                    except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as err:
+                        raise _Transient(f"{type(err).__name__} after {size} bytes: {err}", resp.retries) from None
                     if not chunk:
                         break
                     if size == 0 and chunk.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
-                        raise _Dead(resp.status, "an HTML page instead of an image")
+                        raise _Dead(resp.status, "an HTML page instead of an image", retries)
                     fh.write(chunk)
                     size += len(chunk)
             if expected is not None and size < expected:
-                raise _Transient(f"connection closed after {size} of {expected} bytes")
+                raise _Transient(f"connection closed after {size} of {expected} bytes", resp.retries)
             if size == 0:
-                raise _Dead(resp.status, "an empty response instead of an image")
+                raise _Dead(resp.status, "an empty response instead of an image", retries)
             os.replace(tmp, job.path)
         finally:
             tmp.unlink(missing_ok=True)
-
-
-def _retry_after(headers) -> float | None:
-    value = headers.get("Retry-After", "") if headers is not None else ""
-    return float(value) if value.strip().isdigit() else None
+        return resp.retries

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import write_json
-from ..sources import REPO_ROOT, folder_lock
+from ..sources import folder_lock
 from .errors import DownloadError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODELS_LOCK = REPO_ROOT / "config" / "models.lock.json"
+DEFAULT_MODELS_LOCK = Path("config/models.lock.json")  # the checkout's, relative to where the workflow runs
 MARKER_NAME = ".clip-flant5-hub.json"  # in each snapshot folder: which repository and commit it holds
 TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json")  # fmt: skip
@@ -98,7 +98,7 @@ def select_files(repo: str, available: list[str], roles: list[str]) -> list[str]
     """The files of `available` (a repository listing) that `roles` need; raises naming what is missing."""
     unknown = sorted(set(roles) - set(ROLES))
     if unknown or not roles:
-        raise ValueError(f"unknown model role(s) {unknown or roles}; valid: {', '.join(ROLES)}")
+        raise ModelFetchError(f"unknown model role(s) {unknown or roles}; valid: {', '.join(ROLES)}")
     present = set(available)
     chosen: set[str] = set()
     for role in roles:

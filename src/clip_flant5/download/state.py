@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..sources import DEFAULT_DATA_ROOT, LockEntry, Source, lock_key, write_json_atomic
+from ..atomic import write_json
+from ..sources import DEFAULT_DATA_ROOT, LockEntry, Source, lock_key
 from .files import _read_json
 
 STATE_NAME = ".state.json"
@@ -29,7 +30,7 @@ class _State:
             rec.pop(key, None)
         else:
             rec[key] = value
-        write_json_atomic(self.path, {"files": self.files})
+        write_json(self.path, {"files": self.files}, fsync=True)  # must survive a crash
 
     def verified(self, name: str, path: Path) -> LockEntry | None:
         rec, stat = self.files.get(name, {}).get("download") or {}, path.stat()

@@ -1,6 +1,9 @@
 """Resumable, verified HTTP(S) downloads: `download_url` and the `.part` file it resumes with a Range request.
 
-An HTML page where a file was expected (a Google Drive quota or virus-scan page, a login page) is refused."""
+The retries and their waits are urllib3's Retry (`retry.py`); what this module adds is what Retry cannot do:
+resuming a body that broke off where it ended (Range, If-Range), restarting when the server ignores the range or
+the file changed, and a fresh retry budget after every attempt that made progress. An HTML page where a file was
+expected (a Google Drive quota or virus-scan page, a login page) is refused."""
 
 from __future__ import annotations
 
@@ -10,12 +13,12 @@ import json
 import logging
 import os
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import urllib3
 from tqdm import tqdm
+from urllib3.exceptions import MaxRetryError
 
 from ..sources import LockEntry
 from .errors import (
@@ -28,11 +31,10 @@ from .errors import (
     SizeMismatchError,
 )
 from .files import _move_aside
+from .retry import RETRIED_STATUS, Backoff, BrokenBody, Connections, attempts_made, describe, failures
+from .retry import retry_policy as _retry_policy
 
 log = logging.getLogger(__name__)
-
-USER_AGENT = "clip-flant5-downloader/1 (+https://github.com/linzhiqiu/CLIP-FlanT5)"
-RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,10 @@ class FetchOptions:
     chunk_size: int = 1 << 20
     progress: bool = True
     hf_cache_dir: str | os.PathLike | None = None  # None: R/downloads/.hf-cache (same disk: hard links, no quota)
+
+    def retry_policy(self, label: str, sleeper=time.sleep, log_level: int = logging.WARNING) -> Backoff:
+        return _retry_policy(self.retries, self.backoff, self.max_backoff, sleeper=sleeper, label=label,
+                             log_level=log_level)  # fmt: skip
 
 
 class _Partial:
@@ -92,8 +98,12 @@ class _Partial:
         self.meta_path.unlink(missing_ok=True)
 
 
-class _Transient(Exception):
-    """A failure worth retrying (with a Range request for what is missing)."""
+class _Transient(BrokenBody):
+    """A failure worth retrying (with a Range request for what is missing), and the retry state it happened in."""
+
+    def __init__(self, message: str, retry: Backoff | None):
+        super().__init__(message)
+        self.retry = retry
 
 
 def download_url(
@@ -133,50 +143,48 @@ class _Download:
         if self.expected_size is not None and part.size > self.expected_size:
             part.reset()  # longer than the file can be: not a prefix of it
         self.deadline = time.monotonic() + opts.total_timeout if opts.total_timeout else None
+        self.connections = Connections()
+        fresh = opts.retry_policy(label, sleeper=self._wait)
+        retry = fresh
         bar_args = dict(unit="B", unit_scale=True, unit_divisor=1024, desc=label, leave=False)
-        failures = 0
         with tqdm(total=self.expected_size, initial=part.size, disable=not opts.progress, **bar_args) as self.bar:
-            while self.expected_size is None or part.size < self.expected_size:  # (a complete part needs no request)
-                before = part.size
-                try:
-                    total = self._attempt()
-                    if total is not None and part.size < total:
-                        raise _Transient(f"connection closed after {part.size} of {total} bytes")
-                    return
-                except _Transient as err:
-                    failures = 1 if part.size > before else failures + 1  # progress earns a fresh retry budget
-                    if failures > opts.retries:
-                        raise DownloadError(
-                            f"giving up on {self.url} after {failures} failed attempts; last error: {err}. "
-                            f"Rerun to resume from byte {part.size}. {self.manual_hint}".rstrip()
-                        ) from err
-                    wait = min(opts.backoff * 2 ** (failures - 1), opts.max_backoff)
-                    if self.deadline is not None and time.monotonic() + wait > self.deadline:
-                        raise self._timeout() from err
-                    log.warning("%s: %s; retry %d of %d in %.1f s", label, err, failures, opts.retries, wait)
-                    time.sleep(wait)
+            try:
+                while self.expected_size is None or part.size < self.expected_size:  # (complete: no request)
+                    before = part.size
+                    try:
+                        self._attempt(retry)
+                        return
+                    except _Transient as err:
+                        # Retry counts failed attempts per request; here an attempt that received bytes earns a
+                        # fresh budget, so a large file over a flaky link is not given up on while it advances.
+                        retry = fresh if part.size > before else err.retry
+                        try:
+                            retry = retry.increment("GET", self.url, error=err)
+                        except MaxRetryError:
+                            raise self._give_up(failures(retry) + 1, str(err)) from err
+                        retry.sleep()
+                    except MaxRetryError as err:  # urllib3 gave up before any response
+                        raise self._give_up(attempts_made(retry), describe(err.reason)) from err
+            finally:
+                self.connections.close()
 
-    def _attempt(self) -> int | None:
-        """One request. Appends to the part; returns the full size if the server told it."""
+    def _attempt(self, retry: Backoff) -> None:
+        """One request (urllib3 retries what fails before the response). Appends the body to the part."""
         part = self.part
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        headers = {}
         if part.size:
             headers["Range"] = f"bytes={part.size}-"
             if validator := part.if_range():
                 headers["If-Range"] = validator  # changed upstream since? then a 200 with the whole new file
-        request = urllib.request.Request(self.url, headers=headers)
-        try:
-            resp = urllib.request.urlopen(request, timeout=self.options.read_timeout)
-        except urllib.error.HTTPError as err:
-            with err:
-                if err.code == 416 and part.size:
-                    return _range_not_satisfiable(part, err.headers.get("Content-Range"))
-                if err.code in RETRY_STATUS or err.code >= 500:
-                    raise _Transient(f"HTTP {err.code} {err.reason}") from err
-                raise HTTPStatusError(self.url, err.code, str(err.reason), self.manual_hint) from err
-        except (OSError, http.client.HTTPException) as err:  # URLError, refused, reset, timeout, bad status line
-            raise _Transient(f"{type(err).__name__}: {getattr(err, 'reason', err)}") from err
+        resp = self.connections.get(self.url, retry, timeout=self.options.read_timeout, headers=headers)
         with resp:
+            if resp.status == 416 and part.size:
+                _range_not_satisfiable(part, resp.headers.get("Content-Range"), resp.retries)
+                return
+            if resp.status in RETRIED_STATUS:  # urllib3 retried it as often as allowed
+                raise _Transient(f"HTTP {resp.status} {resp.reason}", resp.retries)
+            if resp.status >= 400:
+                raise HTTPStatusError(self.url, resp.status, resp.reason or "", self.manual_hint)
             total = self._check_response(resp)
             part.remember(resp.headers, total)
             self.bar.total, self.bar.n = total, part.size
@@ -187,10 +195,12 @@ class _Download:
                         raise self._timeout()
                     try:
                         chunk = resp.read1(self.options.chunk_size)  # what has arrived: frequent deadline checks
-                    except (OSError, http.client.HTTPException) as err:
-                        raise _Transient(f"{type(err).__name__} while reading: {err}") from err
+                    except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as err:
+                        raise _Transient(f"{type(err).__name__} while reading: {err}", resp.retries) from err
                     if not chunk:
-                        return total
+                        if total is not None and part.size < total:
+                            raise _Transient(f"connection closed after {part.size} of {total} bytes", resp.retries)
+                        return
                     if part.size == 0 and chunk.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
                         _refuse_html("text/html", self.url, self.manual_hint)  # whatever the Content-Type said
                     part.append(fh, chunk)
@@ -201,10 +211,10 @@ class _Download:
         part = self.part
         _refuse_html(resp.headers.get("Content-Type", ""), self.url, self.manual_hint)
         if resp.status == 206:
-            start, total = _content_range(resp.headers.get("Content-Range"))
+            start, total = _content_range(resp.headers.get("Content-Range"), resp.retries)
             if start != part.size:  # not the range asked for: start over rather than splice
                 part.reset()
-                raise _Transient(f"server sent bytes from {start} instead of {part.size}; restarting")
+                raise _Transient(f"server sent bytes from {start} instead of {part.size}; restarting", resp.retries)
         elif resp.status == 200:
             if part.size:
                 log.info("%s ignored the Range request (or the file changed): restarting from zero", self.url)
@@ -212,7 +222,9 @@ class _Download:
             length = resp.headers.get("Content-Length", "")
             total = int(length) if length.isdigit() else None
         else:
-            raise DownloadError(f"unexpected HTTP status {resp.status} from {self.url}")
+            raise DownloadError(
+                f"unexpected HTTP status {resp.status} {resp.reason} from {self.url}. {self.manual_hint}".rstrip()
+            )
         if total is not None and self.expected_size is not None and total != self.expected_size:
             raise SizeMismatchError(
                 f"{self.url} reports {total} bytes but {self.expected_size} are expected (lock or manifest): the file "
@@ -220,8 +232,20 @@ class _Download:
             )
         if total is not None and part.meta.get("total") not in (None, total):
             part.reset()  # the file changed size upstream since the part was started
-            raise _Transient("the remote file changed size since the download started; restarting")
+            raise _Transient("the remote file changed size since the download started; restarting", resp.retries)
         return total
+
+    def _wait(self, seconds: float) -> None:
+        """Retry's sleep: a wait that would end past the total timeout ends the download instead."""
+        if self.deadline is not None and time.monotonic() + seconds > self.deadline:
+            raise self._timeout()
+        time.sleep(seconds)
+
+    def _give_up(self, attempts: int, last_error: str) -> DownloadError:
+        return DownloadError(
+            f"giving up on {self.url} after {attempts} failed attempts; last error: {last_error}. "
+            f"Rerun to resume from byte {self.part.size}. {self.manual_hint}".rstrip()
+        )
 
     def _timeout(self) -> DownloadTimeout:
         return DownloadTimeout(
@@ -230,18 +254,18 @@ class _Download:
         )
 
 
-def _range_not_satisfiable(part: _Partial, content_range: str | None) -> int | None:
+def _range_not_satisfiable(part: _Partial, content_range: str | None, retry: Backoff | None) -> None:
     """416 on resume: the part already holds everything (done) or more than the file (start over)."""
     total = None
     if content_range and content_range.startswith("bytes */") and content_range[8:].isdigit():
         total = int(content_range[8:])
     if total is not None and part.size == total:
-        return total
+        return
     part.reset()
-    raise _Transient(f"HTTP 416 for a part of {part.size} bytes (remote size {total}); restarting from zero")
+    raise _Transient(f"HTTP 416 for a part of {part.size} bytes (remote size {total}); restarting from zero", retry)
 
 
-def _content_range(value: str | None) -> tuple[int, int | None]:
+def _content_range(value: str | None, retry: Backoff | None) -> tuple[int, int | None]:
     try:
         unit, spec = value.split(" ", 1)
         span, total = spec.split("/", 1)
@@ -249,7 +273,7 @@ def _content_range(value: str | None) -> tuple[int, int | None]:
             return int(span.split("-", 1)[0]), None if total == "*" else int(total)
     except (AttributeError, ValueError):
         pass
-    raise _Transient(f"invalid Content-Range {value!r}")
+    raise _Transient(f"invalid Content-Range {value!r}", retry)
 
 
 def _refuse_html(content_type: str, url: str, manual_hint: str) -> None:
