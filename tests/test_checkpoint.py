@@ -224,6 +224,9 @@ def test_shape_and_file_errors_are_checkpoint_errors(tiny_model, tmp_path):
         weights.unlink()
     with pytest.raises(CheckpointError, match="holds no weights"):
         load_model(path)
+    (path / "config.json").write_text('{"model_type": "t5",')  # cut short
+    with pytest.raises(CheckpointError, match=r"ckpt/config.json is not valid JSON .*: the checkpoint is damaged"):
+        load_model(path)
 
 
 @pytest.mark.parametrize("change", ["drop", "extra"])

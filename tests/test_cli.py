@@ -131,3 +131,15 @@ def test_score_settings_come_from_a_file_and_flags_and_are_checked_at_the_edge(t
         result = run(*base, *args, "--out", tmp_path / "x.jsonl", check=False)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_numeric_flags_are_checked_at_the_edge(tmp_path):
+    for args, message in [
+        (["check-devices", "--expect-gpus", "-1"], "argument --expect-gpus: must be >= 0, got -1"),
+        (["make-demo-data", "--out", tmp_path, "--scale", "-1"], "argument --scale: must be > 0, got -1"),
+        (["ask", "--model", "m", "--image", "i", "--question", "q", "--temperature", "0"], "must be > 0, got 0"),
+        (["ask", "--model", "m", "--image", "i", "--question", "q", "--top-p", "1.5"], "must be <= 1, got 1.5"),
+        (["validate-data", "x.json", "--image-root", ".", "--jobs", "0"], "must be a positive integer, got 0"),
+    ]:
+        result = run(*args, check=False)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from clip_flant5.data import Collator, ConversationDataset, RecordIndex, modality_length
+from clip_flant5.errors import UserError
 from clip_flant5.prompts import IMAGE_TOKEN_INDEX, tokenize_record
 from clip_flant5.sampler import ModalityLengthGroupedSampler, modality_grouped_indices
 
@@ -52,6 +53,9 @@ def test_record_index_rejects_other_layouts(tmp_path):
     (tmp_path / "indented.json").write_text(json.dumps(RECORDS, indent=4))
     with pytest.raises(ValueError, match="indented.json:2: not one JSON record per line.*validate-data"):
         RecordIndex(tmp_path / "indented.json")
+    (tmp_path / "one-line.json").write_text(json.dumps(RECORDS) + "\n")  # JSON, but all records on one line
+    with pytest.raises(UserError, match=f"one-line.json:1: a JSON array of {len(RECORDS)} where one record"):
+        RecordIndex(tmp_path / "one-line.json")
 
 
 def test_dataset_samples(data_dir, tiny_tokenizer):

@@ -177,7 +177,7 @@ def test_malformed_records_fail_the_run_by_default(tmp_path):
     message = str(info.value)
     assert f"{len(MALFORMED)} malformed record(s)" in message
     assert "record 1 (id=None): not a JSON object" in message and "record 8 (id='odd')" in message
-    assert "skip_malformed=True" in message
+    assert "flatten --skip-malformed" in message
     assert not dst.exists() and not list(tmp_path.glob(".*tmp"))
     report = json.loads(report_path.read_text())
     assert report["malformed"] == len(MALFORMED) and not report["malformed_skipped"]
@@ -273,3 +273,19 @@ def test_bad_input_is_a_user_error_naming_the_file(tmp_path):
         with pytest.raises(UserError) as info:  # what the CLI reports in one line, exit status 2
             call()
         assert type(info.value) is error
+
+
+def test_an_empty_input_is_an_error_and_image_records_without_the_token_are_counted(tmp_path, capsys):
+    (tmp_path / "empty.json").write_text("[]\n")
+    with pytest.raises(UserError, match=r"empty.json holds no records \(an empty JSON array\)"):
+        flatten_file(tmp_path / "empty.json", tmp_path / "out.json")
+    assert not (tmp_path / "out.json").exists()
+    turns = [{"from": "human", "value": "What is it?"}, {"from": "gpt", "value": "A cat."}]
+    records = [{"id": "shown", "image": "a.jpg", "conversations": [dict(turns[0], value="<image>\nWhat is it?"),
+                                                                   turns[1]]},
+               {"id": "unseen", "image": "b.jpg", "conversations": turns},
+               {"id": "text", "conversations": turns}]  # fmt: skip
+    write_json(tmp_path / "mix.json", records)
+    report = flatten_file(tmp_path / "mix.json", tmp_path / "out.json")
+    assert report["image_without_token"] == 1 and report["image_without_token_first"] == [{"index": 1, "id": "unseen"}]
+    assert "1 image record(s) whose first question has no <image>" in capsys.readouterr().err

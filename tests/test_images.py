@@ -20,6 +20,7 @@ from clip_flant5.images import (
     load_and_preprocess,
     load_image,
     preprocess_image,
+    to_rgb,
 )
 
 TOL = 1e-6
@@ -104,10 +105,9 @@ def test_pad_matches_hf_on_expanded_image(width, height, size):
 def test_other_modes_match_hf(mode, size):
     image = noise_image(45, 29, mode)
     assert image.mode == mode
-    # HF composites alpha onto white; the project's rule is a plain convert("RGB"),
-    # so both sides get the converted image (identical for modes without alpha).
-    rgb = image.convert("RGB")
-    hf_input = rgb if "A" in image.getbands() else image
+    # Both sides get the package's RGB image (to_rgb): HF clips 16-bit values, as convert("RGB") does.
+    rgb = to_rgb(image)
+    hf_input = image if mode in ("L", "RGBA", "CMYK") else rgb  # where HF converts as we do (alpha onto white)
     assert_close(clip_preprocess(image, size), hf_pixels(hf_input, size), size)
     assert_close(preprocess_image(rgb, size, "pad"), hf_pixels(expand_to_square(rgb), size), size)
 
@@ -118,7 +118,7 @@ def test_file_round_trip_matches_hf(tmp_path, suffix, mode, size):
     path = tmp_path / f"image{suffix}"
     noise_image(123, 77, mode).save(path)
     with Image.open(path) as raw:
-        expected_rgb = np.asarray(raw.convert("RGB"))
+        expected_rgb = np.asarray(on_white(raw) if raw.mode == "RGBA" else raw.convert("RGB"))
     image = load_image(path)
     assert image.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(image), expected_rgb)
@@ -169,18 +169,31 @@ def test_unknown_aspect_ratio_lists_valid_ones():
         assert name in str(info.value)
 
 
-def assert_load_error(path) -> None:
+def assert_load_error(path, says: str = "re-download") -> None:
     with pytest.raises(ImageLoadError) as info:
         load_image(path)
     message = str(info.value)
     assert str(path) in message
-    assert "re-download" in message
+    assert says in message
     with pytest.raises(ImageLoadError):
         load_and_preprocess(path, 32)
 
 
 def test_load_missing_file(tmp_path):
-    assert_load_error(tmp_path / "missing.jpg")
+    assert_load_error(tmp_path / "missing.jpg", "not found")
+    with pytest.raises(ImageLoadError, match="the folder '.*nowhere' does not exist either .is the image root right"):
+        load_image(tmp_path / "nowhere" / "a.jpg")
+    assert_load_error(tmp_path, "is a folder")
+
+
+def test_a_permission_error_says_so_not_re_download(tmp_path, monkeypatch):
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Image, "open", refuse)
+    with pytest.raises(ImageLoadError, match="cannot be read .permission denied.: fix its permissions") as info:
+        load_image(tmp_path / "secret.png")
+    assert "re-download" not in str(info.value)
 
 
 def test_load_empty_file(tmp_path):
@@ -206,3 +219,73 @@ def test_load_truncated_file(tmp_path, fmt):
         assert lazy.size == (128, 96)
     assert_load_error(path)
     assert not ImageFile.LOAD_TRUNCATED_IMAGES
+
+
+def on_white(image: Image.Image) -> Image.Image:
+    """Alpha composited onto white, computed apart from PIL's paste (rounded blend)."""
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
+    alpha = rgba[..., 3:] / 255
+    return Image.fromarray(np.rint(rgba[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8), "RGB")
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped_to_white(tmp_path):
+    values = np.array([[0, 257, 32768, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "grey16.png")
+    with Image.open(tmp_path / "grey16.png") as raw:
+        assert raw.mode.startswith("I") and raw.convert("RGB").getpixel((2, 0)) == (255, 255, 255)  # PIL clips
+    assert [load_image(tmp_path / "grey16.png").getpixel((x, 0))[0] for x in range(4)] == [0, 1, 128, 255]
+    eight_bit_in_i_mode = Image.fromarray(np.array([[0, 100, 255]], dtype=np.int32), "I")
+    assert [to_rgb(eight_bit_in_i_mode).getpixel((x, 0))[0] for x in range(3)] == [0, 100, 255]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 0, 10, 20))  # blue on the left as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    shown = load_image(tmp_path / "rotated.jpg")
+    assert shown.size == (20, 40)  # portrait, as a viewer shows it
+    top = shown.getpixel((10, 2))
+    assert top[2] > 200 and top[0] < 60  # the stored left edge is now at the top
+
+
+def test_transparency_is_composited_onto_white(tmp_path):
+    rgba = Image.new("RGBA", (4, 1), (0, 0, 0, 0))
+    rgba.putpixel((1, 0), (0, 0, 0, 255))
+    rgba.putpixel((2, 0), (200, 0, 0, 128))
+    rgba.save(tmp_path / "alpha.png")
+    assert [load_image(tmp_path / "alpha.png").getpixel((x, 0)) for x in range(3)] == [
+        (255, 255, 255), (0, 0, 0), (227, 127, 127)]  # fmt: skip
+    palette = rgba.convert("P")
+    palette.info["transparency"] = palette.getpixel((0, 0))
+    palette.save(tmp_path / "palette.png", transparency=palette.getpixel((0, 0)))
+    assert load_image(tmp_path / "palette.png").getpixel((0, 0)) == (255, 255, 255)
+    la = Image.new("LA", (2, 1), (0, 0))
+    la.putpixel((1, 0), (50, 255))
+    assert [to_rgb(la).getpixel((x, 0)) for x in range(2)] == [(255, 255, 255), (50, 50, 50)]
+
+
+def test_cmyk_is_converted_to_rgb(tmp_path):
+    Image.new("CMYK", (3, 3), (255, 0, 0, 0)).save(tmp_path / "cyan.jpg", quality=100)
+    red, green, blue = load_image(tmp_path / "cyan.jpg").getpixel((1, 1))
+    assert red < 10 and green > 245 and blue > 245
+
+
+def test_an_image_over_the_pixel_limit_names_its_size_and_the_setting(tmp_path, monkeypatch):
+    Image.new("RGB", (30, 20)).save(tmp_path / "big.png")
+    monkeypatch.setenv("CLIP_FLANT5_MAX_IMAGE_PIXELS", "500")
+    with pytest.raises(
+        ImageLoadError, match=r"is 30x20 = 600 pixels, over the limit of 500 .* CLIP_FLANT5_MAX_IMAGE_PIXELS=600"
+    ):
+        load_image(tmp_path / "big.png")
+    monkeypatch.setenv("CLIP_FLANT5_MAX_IMAGE_PIXELS", "600")
+    assert load_image(tmp_path / "big.png").size == (30, 20)
+    monkeypatch.setenv("CLIP_FLANT5_MAX_IMAGE_PIXELS", "many")
+    with pytest.raises(ValueError, match="CLIP_FLANT5_MAX_IMAGE_PIXELS='many': expected a positive number"):
+        load_image(tmp_path / "big.png")
+    monkeypatch.delenv("CLIP_FLANT5_MAX_IMAGE_PIXELS")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL's own guard (2x: 200 pixels) fires first
+    with pytest.raises(ImageLoadError, match="is too large .* CLIP_FLANT5_MAX_IMAGE_PIXELS=600") as info:
+        load_image(tmp_path / "big.png")
+    assert "corrupt" not in str(info.value)

@@ -9,9 +9,10 @@ import torch
 from PIL import Image
 
 from clip_flant5.checkpoint import load_model
+from clip_flant5.errors import UserError
 from clip_flant5.images import ImageLoadError, load_and_preprocess
 from clip_flant5.inference import load_tokenizer
-from clip_flant5.prompts import IMAGE_TOKEN_INDEX
+from clip_flant5.prompts import IMAGE_TOKEN_INDEX, MODEL_MAX_LENGTH
 from clip_flant5.score import ScoreSettings, VQAScorer, merge_scores, read_pairs, score_file, score_pairs
 
 
@@ -148,4 +149,48 @@ def test_bad_input_names_the_file_or_line(fixture_scorer, upstream, tmp_path):
         score_file(
             fixture_scorer, tmp_path / "missing.jsonl", tmp_path / "o.jsonl", image_root=upstream, progress=False
         )
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_partial_results_of_another_model_or_setting_are_never_reused(fixture_scorer, upstream, tmp_path, tiny_model):
+    """A rerun into the same output with another model (or score kind) must not keep the old model's chunks."""
+    pairs = read_pairs(upstream / "pairs.jsonl")
+    parts = tmp_path / "out.jsonl.parts"
+    first = VQAScorer(fixture_scorer.model, fixture_scorer.tokenizer, ScoreSettings(images_per_chunk=2))
+    score_pairs(first, pairs, upstream, parts, progress=False)  # a run that left its chunks (killed before merging)
+    other_model = VQAScorer(tiny_model, fixture_scorer.tokenizer, ScoreSettings(images_per_chunk=2))
+    with pytest.raises(UserError, match=r"out.jsonl.parts holds scores made from other inputs \(changed: model\)"):
+        score_pairs(other_model, pairs, upstream, parts, progress=False)
+    other_kind = VQAScorer(fixture_scorer.model, fixture_scorer.tokenizer,
+                           ScoreSettings(images_per_chunk=2, score="first-token"))  # fmt: skip
+    with pytest.raises(UserError, match=r"changed: settings.score\).*--restart"):
+        score_pairs(other_kind, pairs, upstream, parts, progress=False)
+    restarted = score_pairs(other_kind, pairs, upstream, parts, progress=False, restart=True)
+    fresh = score_pairs(other_kind, pairs, upstream, tmp_path / "fresh", progress=False)
+    assert restarted == fresh
+    bigger_batches = VQAScorer(fixture_scorer.model, fixture_scorer.tokenizer,
+                               ScoreSettings(images_per_chunk=2, score="first-token", batch_size=7))  # fmt: skip
+    assert score_pairs(bigger_batches, pairs, upstream, parts, progress=False) == fresh  # same inputs: resumed
+
+
+def test_a_text_of_any_length_costs_at_most_the_context(fixture_scorer, upstream, tmp_path, capsys):
+    """A caption of 24,000 tokens once made scoring allocate the whole machine; it is cut at 2048 tokens, as the
+    published scorer cuts its inputs, and said so."""
+    long_text = "a red circle on the left " * 4000
+    ids = fixture_scorer.prompt_ids(long_text)
+    assert len(ids) == MODEL_MAX_LENGTH and IMAGE_TOKEN_INDEX in ids
+    (tmp_path / "long.jsonl").write_text(json.dumps({"image": "img0.png", "text": long_text}) + "\n")
+    out = score_file(fixture_scorer, tmp_path / "long.jsonl", tmp_path / "o.jsonl", image_root=upstream,
+                     progress=False)  # fmt: skip
+    assert 0 < read_scores(out)[0]["score"] < 1
+    assert "1 text(s) longer than 2048 tokens were cut at 2048" in capsys.readouterr().err
+
+
+def test_empty_pairs_and_a_missing_image_root_are_errors(fixture_scorer, upstream, tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(UserError, match="empty.jsonl holds no pairs"):
+        score_file(fixture_scorer, tmp_path / "empty.jsonl", tmp_path / "o.jsonl", progress=False)
+    with pytest.raises(UserError, match="image root .*nowhere does not exist.*--image-root"):
+        score_file(fixture_scorer, upstream / "pairs.jsonl", tmp_path / "o.jsonl", image_root=tmp_path / "nowhere",
+                   progress=False)  # fmt: skip
     assert not (tmp_path / "o.jsonl").exists()

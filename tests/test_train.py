@@ -287,3 +287,31 @@ def test_train_refuses_what_it_cannot_honour(setup, tmp_path):
     with pytest.raises(UserError, match="unknown training stage 3"):
         train_module.train(3, model="", data="", image_root="", output="", work_dir="", settings=TrainSettings())
     assert not (tmp_path / "work").exists()  # refused before anything was written
+
+
+def test_a_work_folder_resumes_only_the_run_that_made_it(setup, tmp_path, capsys):
+    """Checkpoints of a changed recipe or dataset are not resumed silently; a resumed run says from where."""
+    values = {"global_batch_size": 2, "per_device_batch_size": 2, "deepspeed": "none", "gradient_checkpointing": False,
+              "dataloader_workers": 0, "max_steps": 4, "save_steps": 2, "save_every_minutes": None}  # fmt: skip
+
+    def run(data="qa.json", restart=False, **changes):
+        settings = TrainSettings.from_dict(2, {**values, **changes})
+        return train_module.train(2, model=str(setup / "untrained"), data=str(tmp_path / data), image_root=str(setup),
+                                  output=str(tmp_path / "final"), work_dir=str(tmp_path / "work"),
+                                  projector=str(setup / "projector"), settings=settings, restart=restart)  # fmt: skip
+
+    shutil.copy(setup / "qa.json", tmp_path / "qa.json")
+    assert run() == 0 and (tmp_path / "work/checkpoint-4").is_dir()
+    with pytest.raises(UserError, match=r"work holds trainer checkpoints made from other inputs \(changed: "
+                                        r"settings.learning_rate\).*--restart"):  # fmt: skip
+        run(learning_rate=1e-3)
+    lines = (tmp_path / "qa.json").read_text().splitlines()
+    (tmp_path / "qa-changed.json").write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # one record fewer
+    with pytest.raises(UserError, match=r"changed: data.sha256, data.size\)"):
+        run(data="qa-changed.json")
+    capsys.readouterr()
+    assert run(max_steps=4, save_every_minutes=30) == 0  # when to checkpoint is no input: resumed
+    assert f"resuming from {tmp_path / 'work/checkpoint-4'} at step 4" in capsys.readouterr().out
+    assert run(learning_rate=1e-3, restart=True) == 0  # started over
+    assert "resuming" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "work/provenance.json").read_text())["settings"]["learning_rate"] == 1e-3

@@ -67,7 +67,14 @@ def load_config(path: str | os.PathLike, vision_tower: str | None = None) -> CLI
     `vision_tower` replaces the checkpoint's `mm_vision_tower` (e.g. a local copy of the CLIP model).
     """
     config_file = _config_file(path)
-    raw = json.loads(config_file.read_text())
+    try:
+        raw = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"{config_file} is not valid JSON ({err}): the checkpoint is damaged; fetch it again"
+        ) from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{config_file}: expected a JSON object of model settings")
     if raw.get("model_type") not in ("t5", "clip_t5"):
         raise CheckpointError(f"{config_file}: model_type {raw.get('model_type')!r} is not 't5' or 'clip_t5'")
     if not raw.get("mm_vision_tower"):

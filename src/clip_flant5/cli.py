@@ -42,6 +42,23 @@ def _positive(value: str) -> int:
     return number
 
 
+def _number_type(kind, low=None, high=None, low_open=False):
+    """An argparse type: `kind` within [low, high] (low excluded with `low_open`), the flag named on error."""
+
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {value!r}") from None
+        if number != number or (low is not None and (number <= low if low_open else number < low)):
+            raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '>='} {low}, got {value}")
+        if high is not None and number > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
+        return number
+
+    return parse
+
+
 def _shard(value: str) -> tuple[int, int]:
     """`i/n`: the i-th (from 0) of n shards."""
     try:
@@ -118,6 +135,7 @@ def cmd_train(args) -> None:
     code = train(
         args.stage, model=args.model, data=args.data, image_root=args.image_root, output=args.output,
         work_dir=args.work_dir, projector=args.projector, tokenizer=args.tokenizer, settings=settings,
+        restart=args.restart,
     )  # fmt: skip
     if code:
         print(f"clip-flant5 train: stopped by SIGTERM after saving a checkpoint in {args.work_dir}; rerun to resume")
@@ -230,7 +248,8 @@ def cmd_score(args) -> None:
     settings = _settings_values(args, ScoreSettings, "scoring settings")
     scorer = VQAScore(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
                       vision_tower=args.vision_tower, **settings)  # fmt: skip
-    score_file(scorer.engine(), args.pairs, args.out, image_root=args.image_root, shard=args.shard)
+    score_file(scorer.engine(), args.pairs, args.out, image_root=args.image_root, shard=args.shard,
+               restart=args.restart)  # fmt: skip
 
 
 def cmd_merge_scores(args) -> None:
@@ -334,8 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=_positive, default=64)
     p.add_argument("--num-beams", type=_positive, default=1)
     p.add_argument("--do-sample", action="store_true")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=_number_type(float, 0, low_open=True), default=1.0)
+    p.add_argument("--top-p", type=_number_type(float, 0, 1, low_open=True), default=1.0)
     p.add_argument("--dtype", choices=DTYPES, default="fp32")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_ask)
@@ -352,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", help="JSON file of training settings (the flags below override it); unset ones "
                    "take the stage's published value")  # fmt: skip
     p.add_argument("--threads", type=_positive, help="CPU threads of the job, shared by its processes on a node")
+    p.add_argument("--restart", action="store_true", help="discard checkpoints in --work-dir that other inputs "
+                   "(model, data, settings) made, instead of stopping")  # fmt: skip
     add_arguments(p.add_argument_group("training settings"), TrainSettings)
     p.set_defaults(func=cmd_train)
 
@@ -397,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-demo-data", help="write the synthetic demo corpus and benchmarks (real formats)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", type=float, default=1.0, help="multiplies every record/image count")
+    p.add_argument("--scale", type=_number_type(float, 0, low_open=True), default=1.0,
+                   help="multiplies every record/image count")  # fmt: skip
     p.set_defaults(func=cmd_make_demo_data)
 
     p = sub.add_parser("fix-ocrvqa", help="write <id>.jpg beside every OCR-VQA .gif/.png that lacks one")
@@ -441,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: score only the i-th of n disjoint groups of "
                    "images")  # fmt: skip
     p.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--restart", action="store_true", help="discard partial results (<out>.parts/) made by another "
+                   "model or other settings instead of stopping")  # fmt: skip
     p.add_argument("--settings", help="JSON file of scoring settings (the flags below override it)")
     add_arguments(p.add_argument_group("scoring settings"), ScoreSettings)
     p.set_defaults(func=cmd_score)
@@ -473,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("check-devices", help="the GPUs this job sees (count, names, a matmul each, nvidia-smi)")
-    p.add_argument("--expect-gpus", type=int, required=True, help="fail unless torch sees exactly this many")
+    p.add_argument("--expect-gpus", type=_number_type(int, 0), required=True,
+                   help="fail unless torch sees exactly this many")  # fmt: skip
     p.add_argument("--out", help="also write the report as JSON here")
     p.set_defaults(func=cmd_check_devices)
 

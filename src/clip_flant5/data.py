@@ -38,6 +38,12 @@ class RecordIndex:
                             f"{self.path}:{number}: not one JSON record per line ({err.msg}); training reads the "
                             "files `clip-flant5 validate-data` writes: pass this file through it first"
                         ) from None
+                    if not isinstance(record, dict):
+                        held = f"a JSON array of {len(record)}" if isinstance(record, list) else type(record).__name__
+                        raise UserError(
+                            f"{self.path}:{number}: {held} where one record (a JSON object) per line was expected; "
+                            "training reads the files `clip-flant5 validate-data --clean` writes: pass it through first"
+                        )
                     starts.append(offset)
                     ends.append(offset + len(line))
                     lengths.append(modality_length(record))

@@ -17,6 +17,7 @@ import codecs
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator
 
 from .atomic import atomic_json_array, write_json
@@ -236,8 +237,8 @@ def flatten_file(
     """
     _check_mode(mode)
     keys = ("records_in", "single_turn", "multi_turn", "records_out", "text_only_in", "text_only_out")
-    counts = dict.fromkeys((*keys, "text_only_prefixed", "leading_gpt_dropped", "malformed"), 0)
-    malformed = []
+    counts = dict.fromkeys((*keys, "text_only_prefixed", "leading_gpt_dropped", "malformed", "image_without_token"), 0)
+    malformed, without_token = [], []
     with atomic_json_array(dst) as write:
         for index, record in enumerate(iter_json_array(src, chunk_size=chunk_size)):
             counts["records_in"] += 1
@@ -256,9 +257,17 @@ def flatten_file(
                 counts["text_only_in"] += 1
                 counts["text_only_out"] += len(out)
                 counts["text_only_prefixed"] += (len(out) - 1) * (mode == "faithful")
+            elif IMAGE_TOKEN not in conv[0]["value"]:  # an image the first question never shows the model
+                counts["image_without_token"] += 1
+                if len(without_token) < REPORT_LIMIT:
+                    without_token.append({"index": index, "id": _record_id(record)})
             for item in out:
                 write(item)
+        if counts["records_in"] == 0:
+            raise UserError(f"{os.fspath(src)} holds no records (an empty JSON array): nothing to flatten; check the "
+                            "file (clip-flant5 data-status shows what was downloaded)")  # fmt: skip
         report = {"input": os.fspath(src), "output": os.fspath(dst), "mode": mode, **counts}
+        report["image_without_token_first"] = without_token
         report["malformed_skipped"] = skip_malformed and counts["malformed"] > 0
         report["malformed_first"] = malformed
         if counts["malformed"] and not skip_malformed:
@@ -267,6 +276,11 @@ def flatten_file(
             raise MalformedDataError(_malformed_message(src, counts["malformed"], malformed, report_path))
     if report_path is not None:
         write_json(report_path, report)
+    if counts["image_without_token"]:
+        first = ", ".join(f"record {r['index']} (id={r['id']!r})" for r in without_token[:MESSAGE_LIMIT])
+        print(f"[clip-flant5] {os.fspath(src)}: {counts['image_without_token']} image record(s) whose first question "
+              f"has no {IMAGE_TOKEN} (kept as upstream keeps them; counted in the report), e.g. {first}",
+              file=sys.stderr)  # fmt: skip
     return report
 
 
@@ -275,5 +289,8 @@ def _malformed_message(src, count: int, malformed: list[dict], report_path) -> s
     lines += [f"  record {m['index']} (id={m['id']!r}): {m['reason']}" for m in malformed[:MESSAGE_LIMIT]]
     if count > MESSAGE_LIMIT:
         lines.append(f"  ... and {count - MESSAGE_LIMIT} more" + (f" (report: {report_path})" if report_path else ""))
-    lines.append("Fix the data, or skip and count these records with skip_malformed=True.")
+    lines.append(
+        "Fix the data, or skip and count these records: flatten --skip-malformed (skip_malformed=True; the "
+        "workflow's data.skip_malformed_records)."
+    )
     return "\n".join(lines)

@@ -14,7 +14,7 @@ import functools
 import os
 
 from .errors import UserError
-from .images import load_image
+from .images import open_image
 from .parallel import process_map
 
 SOURCE_SUFFIXES = (".gif", ".png")
@@ -53,7 +53,8 @@ def _convert(folder: str, name: str) -> tuple[str, str] | None:
     stem = os.path.splitext(name)[0]
     tmp = os.path.join(folder, f".{stem}.jpg.{os.getpid()}.part")
     try:
-        load_image(os.path.join(folder, name)).save(tmp, format="JPEG")
+        # upstream's plain convert("RGB") (not images.to_rgb): the published models were trained on these bytes
+        open_image(os.path.join(folder, name)).convert("RGB").save(tmp, format="JPEG")
         os.replace(tmp, os.path.join(folder, stem + ".jpg"))
     except Exception as err:  # PIL raises many types for bad data; reported by name, never silently
         with contextlib.suppress(FileNotFoundError):
@@ -91,6 +92,9 @@ def fix_ocrvqa(folder: str | os.PathLike, *, jobs: int | None = None, keep_going
         lines += [f"  {name}: {error}" for name, error in failed[:MESSAGE_LIMIT]]
         if len(failed) > MESSAGE_LIMIT:
             lines.append(f"  ... and {len(failed) - MESSAGE_LIMIT} more")
-        lines.append("Re-download these files, or continue without them with keep_going=True.")
+        lines.append(
+            "Re-download these files, or continue without them: fix-ocrvqa --keep-going (the workflow's "
+            "data.skip_bad_images)."
+        )
         raise OcrVqaFixError("\n".join(lines), summary)
     return summary

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,9 +24,10 @@ from tqdm import tqdm
 from .atomic import write_json
 from .data import pad_rows
 from .errors import UserError
-from .images import load_and_preprocess, preprocess_image
+from .images import load_and_preprocess, preprocess_image, to_rgb
 from .jsonl import iter_jsonl, read_jsonl, write_jsonl
-from .prompts import answer_text, scoring_prompt, tokenize_with_image
+from .prompts import MODEL_MAX_LENGTH, answer_text, scoring_prompt, tokenize_with_image
+from .provenance import claim, model_identity, tokenizer_identity
 from .vqascore import ScoreSettings
 
 
@@ -47,18 +49,39 @@ class VQAScorer:
         self.model, self.tokenizer, self.settings = model.eval(), tokenizer, settings or ScoreSettings()
         self.device = next(model.parameters()).device
         self.vocab = model.config.vocab_size if self.settings.full_vocab else len(tokenizer)
+        self.truncated: set[str] = set()  # texts whose prompt or answer was cut at MODEL_MAX_LENGTH tokens
         self._prompts: dict[str, list[int]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._loader: ThreadPoolExecutor | None = None
+        self._provenance: dict | None = None
 
     def prompt_ids(self, text: str) -> list[int]:
+        """The prompt's ids, cut at MODEL_MAX_LENGTH as the published scorer cuts them (before the image's patches
+        are spliced in): a text of any length costs at most that many tokens."""
         if text not in self._prompts:
             question = scoring_prompt(text, self.settings.prompt_style, self.settings.question_template)
-            self._prompts[text] = tokenize_with_image(question, self.tokenizer)
+            self._prompts[text] = self._cut(tokenize_with_image(question, self.tokenizer), text)
         return self._prompts[text]
 
     def answer_ids(self, text: str) -> list[int]:
-        return self.tokenizer(answer_text(self.settings.answer_template, text)).input_ids
+        return self._cut(self.tokenizer(answer_text(self.settings.answer_template, text)).input_ids, text)
+
+    def _cut(self, ids: list[int], text: str) -> list[int]:
+        if len(ids) > MODEL_MAX_LENGTH:
+            self.truncated.add(text)
+        return ids[:MODEL_MAX_LENGTH]
+
+    def provenance(self) -> dict:
+        """What the scores depend on: the model and tokenizer (content), the dtype, the settings that change a
+        score (not batch size, chunking or workers)."""
+        if self._provenance is None:
+            fields = ("question_template", "answer_template", "prompt_style", "score", "full_vocab")
+            self._provenance = {
+                "model": model_identity(self.model), "tokenizer": tokenizer_identity(self.tokenizer),
+                "dtype": str(next(self.model.parameters()).dtype),
+                "settings": {f: getattr(self.settings, f) for f in fields},
+            }  # fmt: skip
+        return self._provenance
 
     def load_images(self, images: list) -> torch.Tensor:
         """Pixels of image files or PIL images, loaded and preprocessed in parallel."""
@@ -66,7 +89,7 @@ class VQAScorer:
 
         def pixels(image):
             if isinstance(image, Image.Image):
-                return preprocess_image(image.convert("RGB"), size, aspect)
+                return preprocess_image(to_rgb(image), size, aspect)
             return load_and_preprocess(image, size, aspect)
 
         if self._pool is None:
@@ -132,11 +155,14 @@ def score_pairs(
     parts_dir: str | os.PathLike,
     *,
     progress: bool = True,
+    restart: bool = False,
 ) -> list[float]:
     """Scores of `pairs` in input order, computed chunk by chunk (each chunk's results saved in
-    `parts_dir` as it finishes; chunks already there are reused)."""
+    `parts_dir` as it finishes; chunks already there are reused if the same model, tokenizer and settings made
+    them, else UserError unless `restart`)."""
     root, parts = Path(image_root), Path(parts_dir)
-    parts.mkdir(parents=True, exist_ok=True)
+    claim(parts, scorer.provenance(), restart=restart, what="scores",
+          restart_hint="rerun with --restart (restart=True)")  # fmt: skip
     images = sorted({p["image"] for p in pairs})
     by_image: dict[str, list[int]] = {}
     for k, pair in enumerate(pairs):
@@ -190,19 +216,36 @@ def write_scores(pairs: list[dict], scores: list[float], out: str | os.PathLike)
 
 
 def score_file(
-    scorer: VQAScorer, pairs_path, out, *, image_root=None, shard: tuple[int, int] = (0, 1), progress=True
+    scorer: VQAScorer,
+    pairs_path,
+    out,
+    *,
+    image_root=None,
+    shard: tuple[int, int] = (0, 1),
+    progress=True,
+    restart: bool = False,
 ) -> Path:
     """Score a pairs JSONL into `out` (resumable through `<out>.parts/`). With `shard=(i, n)` only the
     pairs of the i-th of n disjoint image groups are scored (pairs of one image stay together)."""
     pairs = read_pairs(pairs_path)
+    if not pairs:
+        raise UserError(f"{pairs_path} holds no pairs: nothing to score (one JSON object per line, image and text)")
     index, count = shard
+    if not 0 <= index < count:
+        raise UserError(f"shard {index}/{count}: expected i/n with 0 <= i < n")
     if count > 1:
         images = sorted({p["image"] for p in pairs})
         mine = set(images[index::count])
         pairs = [p for p in pairs if p["image"] in mine]
     root = Path(image_root) if image_root is not None else Path(pairs_path).parent
+    if not root.is_dir():
+        raise UserError(f"image root {root} does not exist: the pairs' image paths are relative to it (--image-root)")
     parts = Path(f"{out}.parts")
-    scores = score_pairs(scorer, pairs, root, parts, progress=progress)
+    scores = score_pairs(scorer, pairs, root, parts, progress=progress, restart=restart)
+    if scorer.truncated:
+        count, example = len(scorer.truncated), next(iter(scorer.truncated))[:80]
+        print(f"[clip-flant5] {count} text(s) longer than {MODEL_MAX_LENGTH} tokens were cut at {MODEL_MAX_LENGTH}, "
+              f"as the published scorer cuts them, e.g. {example!r}...", file=sys.stderr)  # fmt: skip
     write_scores(pairs, scores, out)
     shutil.rmtree(parts, ignore_errors=True)
     return Path(out)

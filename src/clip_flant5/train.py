@@ -30,6 +30,7 @@ from .data import Collator, ConversationDataset
 from .distributed import deepspeed_config, gathered, lone_process_rendezvous
 from .errors import UserError
 from .inference import load_tokenizer
+from .provenance import claim, file_identity, model_identity, tokenizer_identity
 from .recipe import Stage, TrainSettings, get_stage
 from .trainer import CLIPT5Trainer
 
@@ -50,6 +51,13 @@ def batch_layout(global_batch: int, per_device_max: int, world_size: int) -> tup
     return per_process // accum, accum
 
 
+def resumable_settings(settings: TrainSettings) -> dict:
+    """The settings a resumed run must share with the run that saved the checkpoint: all but when to checkpoint
+    and how many processes load data (they change neither the data order nor the updates)."""
+    cadence = ("save_every_minutes", "save_steps", "save_total_limit", "dataloader_workers")
+    return {k: v for k, v in settings.to_dict().items() if k not in cadence}
+
+
 def latest_checkpoint(work_dir: Path) -> str | None:
     """The newest complete `checkpoint-N` folder (one being written when a job died is skipped)."""
     done = [p for p in work_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
@@ -67,16 +75,22 @@ def train(
     projector: str | None = None,
     tokenizer: str | None = None,
     settings: TrainSettings,
+    restart: bool = False,
 ) -> int:
-    """Train one stage; returns the process exit code (0, or EXIT_PREEMPTED after a SIGTERM)."""
+    """Train one stage; returns the process exit code (0, or EXIT_PREEMPTED after a SIGTERM).
+
+    Resumes from the newest checkpoint in `work_dir` if the same model, data and settings made it; checkpoints of
+    other inputs are a UserError, or deleted with `restart`.
+    """
     # First: a SIGTERM during start-up is honoured too.
     with CheckpointPolicy(settings.save_every_minutes, clock=CLOCK) as checkpoints:
         return _train(stage, checkpoints, model=model, data=data, image_root=image_root, output=output,
-                      work_dir=work_dir, projector=projector, tokenizer=tokenizer, settings=settings)  # fmt: skip
+                      work_dir=work_dir, projector=projector, tokenizer=tokenizer, settings=settings,
+                      restart=restart)  # fmt: skip
 
 
 def _train(stage: int | Stage, checkpoints: CheckpointPolicy, *, model, data, image_root, output, work_dir,
-           projector, tokenizer, settings: TrainSettings) -> int:  # fmt: skip
+           projector, tokenizer, settings: TrainSettings, restart: bool) -> int:  # fmt: skip
     stage = stage if isinstance(stage, Stage) else get_stage(stage)
     if stage.starts_from_projector and projector is None:
         raise UserError(f"{stage.name} starts from a trained projector: pass the stage-1 output as --projector")
@@ -134,7 +148,15 @@ def _train(stage: int | Stage, checkpoints: CheckpointPolicy, *, model, data, im
     trainer.add_callback(checkpoints)
     trainer.add_callback(MetricsCallback(work / "metrics.jsonl", trainer.take_token_count))
     trainer.add_callback(DatasetEpoch(dataset))
-    trainer.train(resume_from_checkpoint=latest_checkpoint(work))
+    inputs = {"stage": stage.number, "model": model_identity(clip_t5), "tokenizer": tokenizer_identity(tok),
+              "data": file_identity(data), "settings": resumable_settings(settings)}  # fmt: skip
+    with args.main_process_first(local=False, desc="checking the work folder"):  # rank 0 clears it, if at all
+        claim(work, inputs, restart=restart, what="trainer checkpoints", restart_hint="rerun with --restart")
+    resume = latest_checkpoint(work)
+    if resume is not None and args.should_save:
+        step = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"]
+        print(f"[clip-flant5] resuming from {resume} at step {step}", flush=True)
+    trainer.train(resume_from_checkpoint=resume)
     if checkpoints.stop_requested:
         return EXIT_PREEMPTED
 

@@ -107,6 +107,10 @@ def validate_data(
         text_only += paths == []
         for path in paths or ():
             unique.setdefault(path)
+    if unique and not os.path.isdir(root):
+        raise UserError(
+            f"image root {root!r} does not exist: the records' image paths are relative to it (--image-root)"
+        )
     problems = _check_all(root, check, list(unique), jobs)
     report = _attribute(json_path, problems, clean_path)
     report = {"json": os.fspath(json_path), "image_root": root, "check": check, "records": records,
@@ -166,11 +170,12 @@ def _message(report: dict, report_path) -> str:
     first = [f"{m['path']} (missing)" for m in report["missing"]["first"][:MESSAGE_LIMIT]]
     first += [f"{c['path']} (corrupt: {c['error']})" for c in report["corrupt"]["first"][:MESSAGE_LIMIT]]
     first += [f"record {r['index']} (id={r['id']!r}): {r['reason']}" for r in report["invalid_records"]["first"][:2]]
-    where = f"full report: {report_path}" if report_path is not None else "pass report_path for the full list"
+    where = f"full report: {report_path}" if report_path is not None else "--report FILE lists them all"
     return (
         f"{report['json']}: {report['missing']['count']} missing and {report['corrupt']['count']} corrupt image(s) "
         f"under {report['image_root']!r}, {report['invalid_records']['count']} invalid record(s); "
         f"{report['records_affected']} record(s) affected; {where}. First problems:\n  "
         + "\n  ".join(first)
-        + "\nProvide the missing files, or train on the valid subset by passing clean_path."
+        + "\nProvide the missing files, or keep the valid records: validate-data --clean OUT --drop-bad (the "
+        "workflow's data.skip_bad_images)."
     )
