@@ -319,6 +319,7 @@ def _model_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .prompts import DEFAULT_PROMPT_STYLE, PROMPT_STYLES
     from .recipe import TrainSettings
     from .settings import add_arguments
 
@@ -341,13 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("safetensors", "bin"), default="safetensors")
     p.set_defaults(func=cmd_init_model)
 
-    from .prompts import DEFAULT_PROMPT_STYLE, PROMPT_STYLES
-
     p = sub.add_parser("ask", help="answer a question about an image")
     p.add_argument("--model", required=True, help=_model_help())
     p.add_argument("--image", required=True)
     p.add_argument("--question", required=True)
-    p.add_argument("--tokenizer", help="tokenizer folder or hub id (default: the checkpoint's own)")
+    p.add_argument("--tokenizer", help="tokenizer folder or hub id (default: a released model's base tokenizer, "
+                   "else the checkpoint's own)")  # fmt: skip
     p.add_argument("--vision-tower", help="replace the checkpoint's mm_vision_tower (e.g. a local CLIP copy)")
     p.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE, choices=PROMPT_STYLES)
     p.add_argument("--max-new-tokens", type=_positive, default=64)

@@ -38,6 +38,7 @@ class ImageLoadError(UserError):
 PIXEL_LIMIT_VARIABLE = "CLIP_FLANT5_MAX_IMAGE_PIXELS"
 DEFAULT_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS  # where PIL itself refuses a file (decompression-bomb guard)
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+ORIENTATION_TAG = 0x0112  # EXIF: how the stored pixels must be turned to be shown
 
 
 def pixel_limit() -> int:
@@ -105,7 +106,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     (not clipped), palettes with transparency and alpha composited onto white (as transformers' CLIP processor
     does), CMYK as PIL converts it. The published scorer's plain `convert("RGB")` ignores the orientation, clips
     16-bit values to white and drops alpha (see docs/images.md)."""
-    image = ImageOps.exif_transpose(image) or image
+    if image.getexif().get(ORIENTATION_TAG, 1) != 1:  # exif_transpose copies even an upright image
+        image = ImageOps.exif_transpose(image)
     if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":
         values = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode in SIXTEEN_BIT_MODES or values.max(initial=0) > 255 else 255.0
@@ -158,7 +160,9 @@ def clip_preprocess(image: Image.Image, size: int) -> torch.Tensor:
 
 
 def preprocess_image(image: Image.Image, size: int, aspect_ratio: str = "pad") -> torch.Tensor:
-    """Pad (or not) to a square, then apply CLIP preprocessing."""
+    """`to_rgb`, pad (or not) to a square, then apply CLIP preprocessing."""
+    if image.mode != "RGB":  # before padding: the canvas takes the image's mode
+        image = to_rgb(image)
     if aspect_ratio == "pad":
         image = expand_to_square(image)
     elif aspect_ratio != "square":

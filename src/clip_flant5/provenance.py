@@ -44,11 +44,10 @@ def tokenizer_identity(tokenizer) -> str:
 
 def file_identity(path: str | os.PathLike) -> dict:
     """Size and sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return {"size": os.path.getsize(path), "sha256": digest.hexdigest()}
+    from .download.files import sha256_file
+
+    entry = sha256_file(Path(path))
+    return {"size": entry.size, "sha256": entry.sha256}
 
 
 def _flat(record: dict, prefix: str = "") -> dict:

@@ -19,7 +19,6 @@ from .settings import check, from_dict, setting
 @dataclass(frozen=True)
 class Stage:
     number: int
-    name: str
     trains_language: bool  # T5 trains with the projector (stage 2); else the projector alone (stage 1)
     template: str
     image_aspect_ratio: str
@@ -28,6 +27,11 @@ class Stage:
     learning_rate: float
     group_by_modality_length: bool
     deepspeed: str
+
+    @property
+    def name(self) -> str:
+        """`stage1`, `stage2`: what the workflow's paths and targets call it."""
+        return f"stage{self.number}"
 
     @property
     def starts_from_projector(self) -> bool:
@@ -47,10 +51,10 @@ class Stage:
 
 
 STAGES = {
-    1: Stage(1, "stage1", trains_language=False, template="t5_plain_split_text", image_aspect_ratio="square",
+    1: Stage(1, trains_language=False, template="t5_plain_split_text", image_aspect_ratio="square",
              global_batch_size=256, per_device_batch_size=32, learning_rate=1e-2, group_by_modality_length=False,
              deepspeed="zero2"),
-    2: Stage(2, "stage2", trains_language=True, template="t5_v1", image_aspect_ratio="pad", global_batch_size=96,
+    2: Stage(2, trains_language=True, template="t5_v1", image_aspect_ratio="pad", global_batch_size=96,
              per_device_batch_size=6, learning_rate=2e-5, group_by_modality_length=True, deepspeed="zero3"),
 }  # fmt: skip
 

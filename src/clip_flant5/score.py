@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .atomic import write_json
 from .data import pad_rows
 from .errors import UserError
-from .images import load_and_preprocess, preprocess_image, to_rgb
+from .images import load_image, preprocess_image
 from .jsonl import iter_jsonl, read_jsonl, write_jsonl
 from .prompts import MODEL_MAX_LENGTH, answer_text, scoring_prompt, tokenize_with_image
 from .provenance import claim, model_identity, tokenizer_identity
@@ -72,13 +72,12 @@ class VQAScorer:
         return ids[:MODEL_MAX_LENGTH]
 
     def provenance(self) -> dict:
-        """What the scores depend on: the model and tokenizer (content), the dtype, the settings that change a
+        """What the scores depend on: the model (content and dtype) and tokenizer, the settings that change a
         score (not batch size, chunking or workers)."""
         if self._provenance is None:
             fields = ("question_template", "answer_template", "prompt_style", "score", "full_vocab")
             self._provenance = {
                 "model": model_identity(self.model), "tokenizer": tokenizer_identity(self.tokenizer),
-                "dtype": str(next(self.model.parameters()).dtype),
                 "settings": {f: getattr(self.settings, f) for f in fields},
             }  # fmt: skip
         return self._provenance
@@ -88,9 +87,7 @@ class VQAScorer:
         size, aspect = self.model.vision_tower.image_size, self.model.config.image_aspect_ratio
 
         def pixels(image):
-            if isinstance(image, Image.Image):
-                return preprocess_image(to_rgb(image), size, aspect)
-            return load_and_preprocess(image, size, aspect)
+            return preprocess_image(image if isinstance(image, Image.Image) else load_image(image), size, aspect)
 
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.settings.workers)
@@ -100,9 +97,12 @@ class VQAScorer:
         """Scores of (index into `images`, text) pairs, in order, `images_per_chunk` images at a time (in memory:
         nothing is saved; `score_pairs` is the resumable path)."""
         chunk = self.settings.images_per_chunk
+        by_chunk: dict[int, list[int]] = {}
+        for k, (i, _) in enumerate(pairs):
+            by_chunk.setdefault(i // chunk, []).append(k)
         scores: list[float] = [0.0] * len(pairs)
-        for start in range(0, len(images), chunk):
-            members = [k for k, (i, _) in enumerate(pairs) if start <= i < start + chunk]
+        for number, members in sorted(by_chunk.items()):
+            start = number * chunk
             local = [(pairs[k][0] - start, pairs[k][1]) for k in members]
             for k, value in zip(members, self.score_chunk(images[start : start + chunk], local), strict=True):
                 scores[k] = value

@@ -60,10 +60,9 @@ def check(instance, what: str | None = None) -> None:
             if nullable:
                 continue
             raise UserError(f"{label} {field.name} must be set (got null)")
-        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
+        # bool is an int to Python, not to a setting; an int is a fine float
+        accepted = bool if kind is bool else (int, float) if kind is float else kind
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, accepted):
             raise UserError(f"{label} {field.name} must be {_KIND_WORDS[kind]}, got {value!r}")
         limits = _limits(field)
         if "choices" in limits and value not in limits["choices"]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
+from .atomic import write_json, write_text
 from .callbacks import CheckpointPolicy, DatasetEpoch, MetricsCallback
 from .checkpoint import load_model, load_projector, save_model, save_projector
 from .data import Collator, ConversationDataset
@@ -186,10 +187,10 @@ def write_training_record(work: Path, output: Path, stage: Stage, settings, per_
     """Settings, batch layout and the metrics log beside the artefact (and a loss-curve plot)."""
     record = {"stage": stage.number, "settings": settings.to_dict(), "world_size": world_size,
               "per_device_batch_size": per_device, "gradient_accumulation_steps": accum}  # fmt: skip
-    (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json(output / "training.json", record)
     metrics = work / "metrics.jsonl"
     if metrics.is_file():
-        (output / "metrics.jsonl").write_text(metrics.read_text())
+        write_text(output / "metrics.jsonl", metrics.read_text())
         from .plots import plot_loss_curve  # matplotlib: imported only when a run has finished
 
         plot_loss_curve(metrics, f"stage {stage.number} ({output.parent.name})", output / "loss.png")

@@ -117,16 +117,11 @@ class VQAScore:
         if pairs and len(images) != len(texts):
             raise UserError(f"VQAScore(pairs=True) takes one image per text: got {len(images)} images and "
                             f"{len(texts)} texts")  # fmt: skip
-        unique: dict[object, int] = {}  # a path once, however often it is given; a PIL image by identity
-        for image in images:
-            unique.setdefault(_image_key(image), len(unique))
-        order = list(unique)
-        by_key = {_image_key(image): image for image in images}
-        if pairs:
-            wanted = [(unique[_image_key(image)], text) for image, text in zip(images, texts, strict=True)]
-        else:
-            wanted = [(unique[_image_key(image)], text) for image in images for text in texts]
-        scores = engine.score_images([by_key[key] for key in order], wanted)
+        distinct: dict[object, int] = {}  # a path once, however often it is given; a PIL image by identity
+        index = [distinct.setdefault(_image_key(image), len(distinct)) for image in images]
+        image_of = dict(zip(index, images, strict=True))  # any of the equal ones
+        wanted = list(zip(index, texts, strict=True)) if pairs else [(i, text) for i in index for text in texts]
+        scores = engine.score_images([image_of[i] for i in range(len(distinct))], wanted)
         result = torch.tensor(scores, dtype=torch.float32)
         return result if pairs else result.view(len(images), len(texts))
 

@@ -56,6 +56,21 @@ def config_schema(structure: dict) -> dict:
     return schema
 
 
+def write_job_settings(kind: str, values: dict, out: str | os.PathLike, stage: str | None = None):
+    """The settings file a job reads (`--settings`): `values` of the config resolved and checked, training
+    settings (`kind` "train") over the stage's published recipe, scoring settings over the published scorer's."""
+    from .recipe import TrainSettings
+    from .settings import from_dict, write_settings
+    from .vqascore import ScoreSettings
+
+    if kind == "train":
+        settings = TrainSettings.from_dict(stage, values)
+    else:
+        settings = from_dict(ScoreSettings, values, "scoring settings")
+    write_settings(settings, out)
+    return settings
+
+
 def _validator_filling_defaults(schema: dict):
     """A Draft 2020-12 validator that also writes each property's default into the instance where it is unset."""
     from jsonschema import Draft202012Validator, validators

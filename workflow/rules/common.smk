@@ -3,12 +3,11 @@ import os
 import re
 from pathlib import Path
 
-import yaml
 from clip_flant5 import cluster
 from clip_flant5.benchmarks import REGISTRY as BENCHMARK_REGISTRY
 from clip_flant5.errors import UserError
 from clip_flant5.recipe import STAGES
-from clip_flant5.sources import DEFAULT_SOURCES
+from clip_flant5.sources import DEFAULT_SOURCES, load_sources
 from clip_flant5.variants import get_variant, resolve_model
 from clip_flant5.vqascore import ScoreSettings
 from clip_flant5.workflow_config import validate_config
@@ -44,7 +43,7 @@ CONFIG_DIR = Path(workflow.basedir).parent / "config"
 SOURCES_MANIFEST = str(DEFAULT_SOURCES)
 SOURCES_LOCK = str(CONFIG_DIR / "sources.lock.json")
 MODELS_LOCK = str(CONFIG_DIR / "models.lock.json")
-SOURCES = yaml.safe_load(Path(SOURCES_MANIFEST).read_text())["sources"]
+SOURCES = load_sources(SOURCES_MANIFEST)
 # Values that name files in this workflow (inputs); anything else is a Hugging Face hub id.
 LOCAL_PREFIXES = ("results/", "resources/", "./", "../")
 # Sources each prepared dataset needs when data comes from the manifest (clip_flant5/sources.yaml).
@@ -118,12 +117,9 @@ def scored_source(name):
 def hub_roles():
     """Hub id -> what the run uses it as (clip_flant5.download.snapshot.ROLES: decides the files fetched)."""
     roles = {}
-    uses = [(scored_source(m).checkpoint, "checkpoint") for m in SCORED]
-    uses += [
-        (scored_source(m).tokenizer, "tokenizer")
-        for m in SCORED
-        if scored_source(m).tokenizer != scored_source(m).checkpoint
-    ]
+    scored = [scored_source(m) for m in SCORED]
+    uses = [(s.checkpoint, "checkpoint") for s in scored]
+    uses += [(s.tokenizer, "tokenizer") for s in scored if s.tokenizer != s.checkpoint]
     for model in MODELS:
         if stage1_projector(model) is not None:
             uses.append((stage1_projector(model), "projector"))

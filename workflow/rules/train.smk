@@ -12,7 +12,6 @@ rule training_settings:
         "../../envs/train.yaml"
     params:
         kind="train",
-        stage=lambda wildcards: wildcards.stage,
         values=train_settings,
     script:
         "../scripts/write_settings.py"
